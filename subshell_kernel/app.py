@@ -1,0 +1,79 @@
+"""The command line: run the kernel, or install its kernelspec.
+
+    python -m subshell_kernel -f CONNECTION_FILE [--SubshellKernel.backend=trio]
+    python -m subshell_kernel install [--user | --sys-prefix | --prefix P] [--name N]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from jupyter_client.connect import write_connection_file
+from traitlets import Bool, Unicode
+from traitlets.config import Application
+
+from . import __version__
+from .kernel import Kernel
+from .kernelspec import DEFAULT_NAME, install
+
+
+class SubshellKernel(Kernel):
+    """Configurable as ``--SubshellKernel.<trait>=...`` or in a config file."""
+
+
+class InstallApp(Application):
+    name = "subshell-kernel-install"
+    description = "Install the subshell_kernel kernelspec."
+    user = Bool(False, config=True, help="Install for the current user only.")
+    sys_prefix = Bool(False, config=True, help=f"Install into {sys.prefix}.")
+    prefix = Unicode("", config=True, help="Install under this prefix.")
+    kernel_name = Unicode(DEFAULT_NAME, config=True, help="Kernelspec name.")
+    display_name = Unicode("Python 3 (subshell)", config=True, help="Name shown in frontends.")
+    aliases = {
+        "name": "InstallApp.kernel_name",
+        "display-name": "InstallApp.display_name",
+        "prefix": "InstallApp.prefix",
+    }
+    flags = {
+        "user": ({"InstallApp": {"user": True}}, "Install for the current user."),
+        "sys-prefix": ({"InstallApp": {"sys_prefix": True}}, "Install into sys.prefix."),
+    }
+
+    def start(self) -> None:
+        prefix = sys.prefix if self.sys_prefix else (self.prefix or None)
+        path = install(self.kernel_name, self.display_name, user=self.user, prefix=prefix)
+        print(f"Installed kernelspec {self.kernel_name} in {path}")
+
+
+class SubshellKernelApp(Application):
+    name = "subshell-kernel"
+    version = __version__
+    description = "A Jupyter kernel for Python on AnyIO, with kernel subshells."
+    classes = [SubshellKernel]
+    connection_file = Unicode("", config=True, help="The JSON connection file.")
+    aliases = {"f": "SubshellKernelApp.connection_file"}
+    subcommands = {"install": (InstallApp, InstallApp.description)}
+
+    def start(self) -> None:
+        if self.subapp is not None:
+            return self.subapp.start()
+        connection = self._load_connection()
+        kernel = SubshellKernel(connection, parent=self)
+        kernel.start()
+
+    def _load_connection(self) -> dict:
+        path = Path(self.connection_file) if self.connection_file else None
+        if path is not None and path.exists():
+            return json.loads(path.read_text())
+        # no file: pick free ports and write one (readable by the user only)
+        path = path or Path(f"kernel-{os.getpid()}.json")
+        fname, info = write_connection_file(str(path))
+        self.log.warning("wrote connection file %s", fname)
+        return dict(info)
+
+
+def main() -> None:
+    SubshellKernelApp.launch_instance()

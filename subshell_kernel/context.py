@@ -1,0 +1,46 @@
+"""Which request is the current code working for?
+
+The parent header of the request being handled lives in a ContextVar, set by
+the subshell task that handles it.  Output (stdout, displays, comms) looks it
+up at the moment it is produced, so two subshells printing at once attribute
+their output to their own requests.
+
+Threads started by user code do not inherit ContextVars on Python < 3.14.  We
+record the parent that was current when ``Thread.start()`` was called, and
+such a thread's output goes to that request: while the cell runs, that cell;
+after it ended, still that cell (frontends that stopped listening drop it).
+"""
+
+from __future__ import annotations
+
+import threading
+from contextvars import ContextVar
+from typing import Any
+
+#: parent header (a dict) of the request being handled in this context
+current_parent: ContextVar[dict[str, Any] | None] = ContextVar("current_parent", default=None)
+
+_THREAD_ATTR = "_subshell_kernel_parent"
+
+
+def get_parent() -> dict[str, Any] | None:
+    """The parent header output should carry now, from any thread."""
+    parent = current_parent.get()
+    if parent is None:
+        parent = getattr(threading.current_thread(), _THREAD_ATTR, None)
+    return parent
+
+
+_original_start = threading.Thread.start
+
+
+def _start_with_parent(self: threading.Thread) -> None:
+    parent = get_parent()
+    if parent is not None:
+        setattr(self, _THREAD_ATTR, parent)
+    _original_start(self)
+
+
+def propagate_parent_to_threads() -> None:
+    """Make threads remember the request that started them (idempotent)."""
+    threading.Thread.start = _start_with_parent  # type: ignore[method-assign]

@@ -1,0 +1,234 @@
+"""Shell request handlers: one coroutine per message type, in a dispatch table.
+
+Each handler runs on the loop of the subshell that received the request, with
+``current_parent`` set to the request's header.  It returns the reply content
+(``None`` for messages without a reply, such as ``comm_msg``); the subshell
+sends the reply and the ``idle`` status.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from IPython.core.completer import provisionalcompleter, rectify_completions
+from IPython.utils.tokenutil import token_at_cursor
+
+from .protocol import Message, ProtocolError, error_content
+from .shell import current_payloads, last_error, silenced
+from .stdin import stdin_request
+
+if TYPE_CHECKING:
+    from .subshell import Subshell
+
+
+async def execute(sub: Subshell, msg: Message) -> dict[str, Any]:
+    content = msg.content
+    code = content.get("code")
+    if not isinstance(code, str):
+        raise ProtocolError("execute_request content.code must be a string")
+    silent = bool(content.get("silent", False))
+    store_history = bool(content.get("store_history", not silent)) and not silent
+    shell = sub.kernel.shell
+
+    if not silent:
+        shell.publish("execute_input", {"code": code, "execution_count": shell.execution_count})
+    payloads: list = []
+    stdin = (msg, sub) if content.get("allow_stdin", True) else None
+    tokens = (
+        current_payloads.set(payloads), silenced.set(silent), last_error.set(None),
+        stdin_request.set(stdin),
+    )
+    try:
+        result = await _run_cell(sub, code, store_history, silent, msg.header.get("cell_id"))
+        user_expressions = shell.user_expressions(content.get("user_expressions") or {})
+    finally:
+        error = last_error.get()
+        for var, token in zip((current_payloads, silenced, last_error, stdin_request), tokens):
+            var.reset(token)
+
+    count = shell.execution_count - 1 if store_history else shell.execution_count
+    reply: dict[str, Any] = {"execution_count": count}
+    failed = result is None or not result.success
+    if failed:
+        reply.update(error or _error_of(result))
+        reply["status"] = "error"
+    else:
+        reply["status"] = "ok"
+    reply["user_expressions"] = user_expressions
+    reply["payload"] = payloads
+    if failed and not silent and content.get("stop_on_error", True):
+        await sub.abort_queued()
+    return reply
+
+
+def _error_of(result) -> dict[str, Any]:
+    exc = None if result is None else (result.error_before_exec or result.error_in_exec)
+    name = type(exc).__name__ if exc is not None else "UnknownError"
+    return error_content(name, str(exc))
+
+
+async def _run_cell(sub: Subshell, code: str, store_history: bool, silent: bool, cell_id):
+    """Run a cell on this subshell's loop; interruptible as ``sync`` or ``async``."""
+    shell = sub.kernel.shell
+    try:
+        transformed, exc_tuple = shell.transform_cell(code), None
+    except Exception:
+        transformed, exc_tuple = code, sys.exc_info()
+    is_async = exc_tuple is None and shell.should_run_async(
+        code, transformed_cell=transformed, preprocessing_exc_tuple=None
+    )
+    coro = shell.run_cell_async(
+        code,
+        store_history=store_history,
+        silent=silent,
+        transformed_cell=transformed,
+        preprocessing_exc_tuple=exc_tuple,
+        cell_id=cell_id,
+    )
+    result = None
+    try:
+        if is_async:
+            with anyio.CancelScope() as scope:
+                sub.set_running("async", scope)
+                result = await coro
+        else:
+            sub.set_running("sync")
+            result = await coro  # no top-level await: completes without suspending
+    finally:
+        sub.set_running(None)
+        shell.events.trigger("post_execute")
+        if not silent:
+            shell.events.trigger("post_run_cell", result)
+    return result
+
+
+async def complete(sub: Subshell, msg: Message) -> dict[str, Any]:
+    code = msg.content.get("code", "")
+    cursor_pos = msg.content.get("cursor_pos")
+    if cursor_pos is None:
+        cursor_pos = len(code)
+    shell = sub.kernel.shell
+    with provisionalcompleter():
+        completions = list(rectify_completions(code, shell.Completer.completions(code, cursor_pos)))
+    if completions:
+        start, end = completions[0].start, completions[0].end
+    else:
+        start = end = cursor_pos
+    return {
+        "status": "ok",
+        "matches": [c.text for c in completions],
+        "cursor_start": start,
+        "cursor_end": end,
+        "metadata": {
+            "_jupyter_types_experimental": [
+                {"start": c.start, "end": c.end, "text": c.text, "type": c.type,
+                 "signature": c.signature}
+                for c in completions
+            ]
+        },
+    }
+
+
+async def inspect(sub: Subshell, msg: Message) -> dict[str, Any]:
+    code = msg.content.get("code", "")
+    cursor_pos = msg.content.get("cursor_pos", len(code))
+    detail = msg.content.get("detail_level", 0)
+    name = token_at_cursor(code, cursor_pos)
+    shell = sub.kernel.shell
+    try:
+        bundle = shell.object_inspect_mime(name, detail_level=detail)
+        if not shell.enable_html_pager:
+            bundle.pop("text/html", None)
+        return {"status": "ok", "found": True, "data": bundle, "metadata": {}}
+    except KeyError:
+        return {"status": "ok", "found": False, "data": {}, "metadata": {}}
+
+
+async def history(sub: Subshell, msg: Message) -> dict[str, Any]:
+    c = msg.content
+    hm = sub.kernel.shell.history_manager
+    output, raw = bool(c.get("output", False)), bool(c.get("raw", True))
+    kind = c.get("hist_access_type", "tail")
+    if kind == "tail":
+        hist = hm.get_tail(c.get("n", 10), raw=raw, output=output, include_latest=True)
+    elif kind == "range":
+        hist = hm.get_range(c.get("session", 0), c.get("start", 1), c.get("stop"), raw=raw,
+                            output=output)
+    elif kind == "search":
+        hist = hm.search(c.get("pattern", "*"), raw=raw, output=output, n=c.get("n"),
+                         unique=bool(c.get("unique", False)))
+    else:
+        raise ProtocolError(f"unknown hist_access_type {kind!r}")
+    return {"status": "ok", "history": [list(h) for h in hist]}
+
+
+async def is_complete(sub: Subshell, msg: Message) -> dict[str, Any]:
+    code = msg.content.get("code", "")
+    status, indent = sub.kernel.shell.input_transformer_manager.check_complete(code)
+    reply: dict[str, Any] = {"status": status}
+    if status == "incomplete":
+        reply["indent"] = " " * (indent or 0)
+    return reply
+
+
+async def kernel_info(sub: Subshell, msg: Message) -> dict[str, Any]:
+    return sub.kernel.kernel_info()
+
+
+async def comm_info(sub: Subshell, msg: Message) -> dict[str, Any]:
+    target = msg.content.get("target_name")
+    comms = sub.kernel.comm_manager.comms
+    return {
+        "status": "ok",
+        "comms": {
+            comm_id: {"target_name": comm.target_name}
+            for comm_id, comm in list(comms.items())
+            if target is None or comm.target_name == target
+        },
+    }
+
+
+def _comm_handler(name: str):
+    async def handle(sub: Subshell, msg: Message) -> None:
+        manager = sub.kernel.comm_manager
+        getattr(manager, name)(None, msg.idents, msg_as_dict(msg))
+        return None
+
+    handle.__name__ = name
+    return handle
+
+
+async def shutdown(sub: Subshell, msg: Message) -> dict[str, Any]:
+    restart = bool(msg.content.get("restart", False))
+    sub.kernel.request_shutdown(restart)
+    return {"status": "ok", "restart": restart}
+
+
+def msg_as_dict(msg: Message) -> dict[str, Any]:
+    """The nested message dict that libraries such as ``comm`` expect."""
+    return {
+        "header": msg.header,
+        "msg_id": msg.msg_id,
+        "msg_type": msg.msg_type,
+        "parent_header": msg.parent_header,
+        "metadata": msg.metadata,
+        "content": msg.content,
+        "buffers": msg.buffers,
+    }
+
+
+SHELL_HANDLERS = {
+    "execute_request": execute,
+    "complete_request": complete,
+    "inspect_request": inspect,
+    "history_request": history,
+    "is_complete_request": is_complete,
+    "kernel_info_request": kernel_info,
+    "comm_info_request": comm_info,
+    "comm_open": _comm_handler("comm_open"),
+    "comm_msg": _comm_handler("comm_msg"),
+    "comm_close": _comm_handler("comm_close"),
+    "shutdown_request": shutdown,
+}

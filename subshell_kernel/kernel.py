@@ -1,0 +1,281 @@
+"""The kernel: binds the sockets, starts the threads, runs the parent subshell.
+
+Threads (one owner per zmq socket; see docs/architecture.md):
+
+    main          parent subshell (AnyIO loop), SIGINT handler
+    shell-router  shell + stdin ROUTER, outbox PULL
+    control       control ROUTER
+    iopub         iopub PUB
+    heartbeat     hb ROUTER, echoed by zmq.proxy in C
+    subshell-<id> one child subshell each (AnyIO loop)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import signal
+import sys
+import threading
+import uuid
+from typing import Any
+
+import zmq
+from traitlets import Enum, Float, Unicode
+from traitlets.config import LoggingConfigurable
+
+from . import __version__, comms
+from .context import get_parent, propagate_parent_to_threads
+from .control import Control
+from .iopub import IOPub
+from .protocol import PROTOCOL_VERSION, Codec
+from .router import SHELL, STDIN, STOP, Outbox, Router
+from .shell import KernelShell, SubshellState
+from .stdin import Stdin
+from .streams import OutStream, StreamRouter
+from .subshell import Subshell
+
+log = logging.getLogger(__name__)
+
+
+class Subshells:
+    """The registry of subshells; the parent subshell is ``get(None)``."""
+
+    def __init__(self, kernel: Kernel):
+        self.kernel = kernel
+        self.parent: Subshell | None = None
+        self._children: dict[str, Subshell] = {}
+        self._lock = threading.Lock()
+
+    def get(self, subshell_id: str | None) -> Subshell | None:
+        if subshell_id is None:
+            return self.parent
+        return self._children.get(subshell_id)
+
+    def create(self) -> str:
+        subshell_id = str(uuid.uuid4())
+        sub = Subshell(self.kernel, subshell_id, SubshellState(self.kernel.shell))
+        sub.start_thread()
+        with self._lock:
+            self._children[subshell_id] = sub
+        return subshell_id
+
+    def delete(self, subshell_id: str) -> bool:
+        """Stop a subshell without waiting for it (a busy one is interrupted)."""
+        with self._lock:
+            sub = self._children.pop(subshell_id, None)
+        if sub is None:
+            return False
+        sub.stop()
+        return True
+
+    def ids(self) -> list[str]:
+        return list(self._children)
+
+    def children(self) -> list[Subshell]:
+        return list(self._children.values())
+
+
+class Kernel(LoggingConfigurable):
+    """A Jupyter kernel for Python on AnyIO, with subshells (JEP 91)."""
+
+    backend = Enum(
+        ["asyncio", "trio"], default_value="asyncio", config=True,
+        help="The AnyIO backend of every subshell's event loop (and of top-level await).",
+    )
+    flush_interval = Float(
+        0.05, config=True, help="Seconds after a first write before buffered output is sent."
+    )
+    ip = Unicode("127.0.0.1", config=True, help="Address to bind when not in the connection file.")
+
+    def __init__(self, connection: dict[str, Any], **kwargs):
+        super().__init__(**kwargs)
+        self.connection = connection
+        self.context = zmq.Context()
+        key = connection.get("key", "")
+        key = key.encode() if isinstance(key, str) else key
+        self.codec = Codec(key, connection.get("signature_scheme", "hmac-sha256"))
+        self.subshells = Subshells(self)
+        self.outbox = Outbox(self.context, f"inproc://subshell-kernel-outbox-{id(self)}")
+        self._control_done = threading.Event()
+        self._shutting_down = False
+        self._sigint_parent_only = False
+
+    # -- startup ----------------------------------------------------------------------
+    def _bind(self, kind: int, name: str) -> zmq.Socket:
+        sock = self.context.socket(kind)
+        sock.setsockopt(zmq.LINGER, 1000)
+        if kind != zmq.PUB:
+            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        transport = self.connection.get("transport", "tcp")
+        ip = self.connection.get("ip") or self.ip
+        port = int(self.connection.get(f"{name}_port") or 0)
+        if transport == "tcp":
+            if port:
+                sock.bind(f"tcp://{ip}:{port}")
+            else:
+                port = sock.bind_to_random_port(f"tcp://{ip}")
+        else:
+            path = f"{ip}-{port or 1}"
+            sock.bind(f"ipc://{path}")
+        self.connection[f"{name}_port"] = port
+        return sock
+
+    def start(self) -> None:
+        """Run the kernel on the calling (main) thread until shutdown."""
+        shell_sock = self._bind(zmq.ROUTER, "shell")
+        stdin_sock = self._bind(zmq.ROUTER, "stdin")
+        control_sock = self._bind(zmq.ROUTER, "control")
+        iopub_sock = self._bind(zmq.PUB, "iopub")
+        hb_sock = self._bind(zmq.ROUTER, "hb")
+
+        self.iopub = IOPub(iopub_sock, self.codec, self.flush_interval)
+        self.streams = StreamRouter(self.iopub)
+        self.stdin = Stdin(self)
+        self._init_shell()
+        self.router = Router(self, shell_sock, stdin_sock, self.codec.fork())
+        self.control = Control(self, control_sock, self.codec.fork())
+        self._heartbeat = threading.Thread(
+            target=_echo, args=(hb_sock,), name="heartbeat", daemon=True
+        )
+
+        parent = Subshell(self, None, self.shell.parent_state)
+        self.subshells.parent = parent
+        signal.signal(signal.SIGINT, self.on_sigint)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.iopub.start()
+        self._heartbeat.start()
+        try:
+            parent.run(on_ready=self._start_io)
+        finally:
+            self._cleanup()
+
+    def _start_io(self) -> None:
+        self.router.start()
+        self.control.start()
+        self.iopub.status("starting", None)
+        log.info("subshell_kernel %s ready (%s backend)", __version__, self.backend)
+
+    def _init_shell(self) -> None:
+        os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+        propagate_parent_to_threads()
+        sys.stdout = OutStream("stdout", self.streams)
+        sys.stderr = OutStream("stderr", self.streams)
+        shell = KernelShell.instance(parent=self)
+        shell.publisher = self.iopub.publish
+        shell.stream_flusher = self.streams.flush
+        shell.kernel = self
+        shell.set_hook("show_in_pager", lambda sh, data, start=0, screen_lines=0: sh._page(data, start))
+        self.shell = shell
+        self.comm_manager = comms.install(self)
+        self.stdin.install()
+
+    # -- used by subshells and libraries ---------------------------------------------
+    def send_shell(self, frames: list) -> None:
+        self.outbox.send(SHELL, frames)
+
+    def send_stdin(self, frames: list) -> None:
+        self.outbox.send(STDIN, frames)
+
+    def publish_now(self, msg_type: str, content: dict, metadata=None, buffers=None) -> None:
+        """Publish with the current parent, after its buffered output (even if silent)."""
+        parent = get_parent()
+        self.streams.flush(parent)
+        self.iopub.publish(msg_type, content, parent, metadata, buffers)
+
+    def get_parent(self, channel: str = "shell") -> dict[str, Any]:
+        """The request being handled, as ipykernel returns it (ipywidgets' Output uses it)."""
+        return {"header": get_parent() or {}}
+
+    def kernel_info(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "protocol_version": PROTOCOL_VERSION,
+            "implementation": "subshell_kernel",
+            "implementation_version": __version__,
+            "language_info": {
+                "name": "python",
+                "version": platform.python_version(),
+                "mimetype": "text/x-python",
+                "codemirror_mode": {"name": "ipython", "version": 3},
+                "pygments_lexer": "ipython3",
+                "nbconvert_exporter": "python",
+                "file_extension": ".py",
+            },
+            "banner": f"Python {sys.version.split()[0]} on subshell_kernel {__version__} "
+            f"({self.backend})",
+            "help_links": [
+                {"text": "Python", "url": "https://docs.python.org/3/"},
+                {"text": "IPython", "url": "https://ipython.readthedocs.io/"},
+            ],
+            "supported_features": ["kernel subshells"],
+            "debugger": False,
+        }
+
+    # -- interrupt ----------------------------------------------------------------------
+    def interrupt_all(self) -> None:
+        """Interrupt every busy subshell (from any thread)."""
+        for sub in self.subshells.children():
+            sub.interrupt()
+        self.subshells.parent.interrupt()
+
+    def signal_parent_interrupt(self) -> None:
+        """Raise KeyboardInterrupt in blocking code on the main thread, via SIGINT."""
+        self._sigint_parent_only = True
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    def on_sigint(self, signum, frame) -> None:
+        """SIGINT handler (main thread): a signal-mode interrupt reaches every subshell."""
+        if self._sigint_parent_only:
+            self._sigint_parent_only = False
+        else:
+            for sub in self.subshells.children():
+                sub.interrupt()
+        self.subshells.parent.interrupt()  # raises KeyboardInterrupt into a blocking cell
+
+    # -- shutdown -----------------------------------------------------------------------
+    def request_shutdown(self, restart: bool = False) -> None:
+        """Stop every subshell without waiting; the process exits within 2 s."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        for subshell_id in self.subshells.ids():
+            self.subshells.delete(subshell_id)
+        self.subshells.parent.stop()
+        threading.Thread(target=self._exit_watchdog, name="exit-watchdog", daemon=True).start()
+
+    def finish_shutdown(self) -> None:
+        """The shutdown reply has been sent: the main thread may close the sockets."""
+        self._control_done.set()
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.finish_shutdown()
+        self.request_shutdown()
+
+    def _exit_watchdog(self) -> None:
+        if not self.subshells.parent.join(1.5):
+            log.warning("parent subshell did not stop in time; exiting")
+            self.iopub.stop(0.2)
+            os._exit(0)
+
+    def _cleanup(self) -> None:
+        self._control_done.wait(1.0)
+        for sub in self.subshells.children():
+            sub.join(0.2)
+        self.outbox.send(STOP, [])
+        self.router.thread.join(1.0)
+        self.outbox.close_thread_socket()
+        self.iopub.stop(1.0)
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        self.context.destroy(linger=500)
+
+
+def _echo(sock: zmq.Socket) -> None:
+    """Heartbeat: echo every ping in C (``zmq.proxy`` releases the GIL)."""
+    try:
+        zmq.proxy(sock, sock)
+    except zmq.ZMQError:
+        pass

@@ -1,0 +1,39 @@
+"""Writing the kernelspec (``python -m subshell_kernel install``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from jupyter_client.kernelspec import KernelSpecManager
+
+from .protocol import PROTOCOL_VERSION
+
+DEFAULT_NAME = "subshell"
+
+
+def kernel_json(display_name: str = "Python 3 (subshell)", python: str | None = None) -> dict:
+    return {
+        "argv": [python or sys.executable, "-m", "subshell_kernel", "-f", "{connection_file}"],
+        "display_name": display_name,
+        "language": "python",
+        "interrupt_mode": "signal",
+        "kernel_protocol_version": PROTOCOL_VERSION,
+        "metadata": {"debugger": False},
+    }
+
+
+def install(
+    name: str = DEFAULT_NAME,
+    display_name: str = "Python 3 (subshell)",
+    user: bool = False,
+    prefix: str | None = None,
+) -> str:
+    """Install the kernelspec; returns the directory it was written to."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "kernel.json").write_text(json.dumps(kernel_json(display_name), indent=1))
+        return KernelSpecManager().install_kernel_spec(
+            tmp, kernel_name=name, user=user, prefix=prefix
+        )

@@ -1,0 +1,278 @@
+"""The IPython shell, made safe to run cells on several threads at once.
+
+One ``KernelShell`` serves every subshell; the user namespace is shared.
+What JEP 91 says is per subshell (execution count, history) lives in a
+``SubshellState`` bound to the running thread.  Process-wide hooks that IPython
+would swap around each cell (``sys.displayhook``, builtins, the ``_tee``
+wrapper of ``sys.stdout.write``) are installed once and never swapped, because
+save-and-restore of globals breaks when cells overlap on several threads.
+
+Everything a cell publishes (displays, results, errors) goes through
+``KernelShell.publish``, which attaches the current parent header and first
+flushes that request's buffered stream output, keeping order.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from IPython.core.autocall import ExitAutocall
+from IPython.core.builtin_trap import BuiltinTrap
+from IPython.core.display_trap import DisplayTrap
+from IPython.core.displayhook import DisplayHook
+from IPython.core.displaypub import DisplayPublisher
+from IPython.core.history import HistoryManager
+from IPython.core.interactiveshell import InteractiveShell
+
+from .context import get_parent
+
+#: payloads (pager, set_next_input, ask_exit) of the execute request being run
+current_payloads: ContextVar[list | None] = ContextVar("current_payloads", default=None)
+#: True while a ``silent`` execute runs: nothing but status is published
+silenced: ContextVar[bool] = ContextVar("silenced", default=False)
+#: the error content of the last exception shown in this context
+last_error: ContextVar[dict | None] = ContextVar("last_error", default=None)
+
+_PACKAGE_DIRS = tuple(
+    os.path.dirname(m.__file__) + os.sep
+    for m in (sys.modules[__name__.rpartition(".")[0]], sys.modules["IPython"])
+)
+
+
+class SubshellState:
+    """What one subshell keeps of its own: execution count and history."""
+
+    def __init__(self, shell: KernelShell, history_manager: HistoryManager | None = None):
+        self.shell = shell
+        self.execution_count = 1
+        self._history_manager = history_manager
+
+    @property
+    def history_manager(self) -> HistoryManager:
+        if self._history_manager is None:  # created on first use: subshell creation stays cheap
+            self._history_manager = HistoryManager(shell=self.shell, parent=self.shell)
+        return self._history_manager
+
+    def close(self) -> None:
+        if self._history_manager is not None:
+            try:
+                self._history_manager.end_session()
+            finally:
+                self._history_manager.close()
+            self._history_manager = None
+
+
+class _ThreadStates(threading.local):
+    state: SubshellState | None = None
+
+
+class _PermanentBuiltinTrap(BuiltinTrap):
+    """Builtins (``get_ipython``, ``exit``) installed once, not per cell."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _PermanentDisplayTrap(DisplayTrap):
+    """``sys.displayhook`` installed once, not per cell."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class KernelDisplayHook(DisplayHook):
+    """Publishes ``execute_result``; keeps no per-call state on the instance."""
+
+    _local = threading.local()
+
+    @property
+    def exec_result(self):  # type: ignore[override]
+        return getattr(self._local, "exec_result", None)
+
+    @exec_result.setter
+    def exec_result(self, value) -> None:
+        self._local.exec_result = value
+
+    def __call__(self, result=None):
+        self.check_for_underscore()
+        if result is None or self.quiet():
+            return
+        format_dict, md_dict = self.compute_format_data(result)
+        self.update_user_ns(result)
+        self.fill_exec_result(result)
+        if format_dict:
+            self.log_output(format_dict)
+            self.shell.publish(
+                "execute_result",
+                {"execution_count": self.prompt_count, "data": format_dict, "metadata": md_dict},
+            )
+
+
+class KernelDisplayPublisher(DisplayPublisher):
+    def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):
+        content = {"data": data, "metadata": metadata or {}, "transient": transient or {}}
+        self.shell.publish("update_display_data" if update else "display_data", content)
+
+    def clear_output(self, wait=False):
+        self.shell.publish("clear_output", {"wait": wait})
+
+
+class KernelExitAutocall(ExitAutocall):
+    """``exit``/``quit``: ask the frontend to end the session (``ask_exit`` payload)."""
+
+    def __call__(self, keep_kernel: bool = False):
+        self._ip.write_payload({"source": "ask_exit", "keepkernel": keep_kernel})
+
+
+class KernelShell(InteractiveShell):
+    displayhook_class = KernelDisplayHook
+    display_pub_class = KernelDisplayPublisher
+
+    #: set by the kernel: publish(msg_type, content, parent, metadata, buffers)
+    publisher: Callable[..., None] | None = None
+    #: set by the kernel: flush(parent) of buffered stream output
+    stream_flusher: Callable[[dict | None], None] = staticmethod(lambda parent: None)
+    #: the kernel object, as ``get_ipython().kernel`` (ipywidgets and friends look here)
+    kernel: Any = None
+
+    def __init__(self, **kwargs):
+        self._states = _ThreadStates()
+        self._parent_state: SubshellState | None = None
+        super().__init__(**kwargs)
+        self._parent_state.shell = self
+        self.builtin_trap = _PermanentBuiltinTrap(shell=self)
+        self.builtin_trap.activate()
+        self.display_trap = _PermanentDisplayTrap(hook=self.displayhook)
+        sys.displayhook = self.displayhook
+
+    # -- per-subshell state ---------------------------------------------------------
+    def _state(self) -> SubshellState:
+        state = self._states.state
+        if state is None:
+            if self._parent_state is None:  # during InteractiveShell.__init__
+                self._parent_state = SubshellState(self)
+            state = self._parent_state
+        return state
+
+    def bind_state(self, state: SubshellState | None) -> None:
+        """Bind the calling thread to ``state`` (None: the parent subshell's)."""
+        self._states.state = state
+
+    @property
+    def parent_state(self) -> SubshellState:
+        return self._parent_state or self._state()
+
+    @property  # type: ignore[override]
+    def execution_count(self) -> int:
+        return self._state().execution_count
+
+    @execution_count.setter
+    def execution_count(self, value: int) -> None:
+        self._state().execution_count = value
+
+    @property  # type: ignore[override]
+    def history_manager(self):
+        return self._state().history_manager
+
+    @history_manager.setter
+    def history_manager(self, value) -> None:
+        self._state()._history_manager = value
+
+    @property  # type: ignore[override]
+    def exiter(self):
+        return KernelExitAutocall(self)
+
+    # -- IPython hooks --------------------------------------------------------------
+    def init_io(self):
+        pass  # the kernel owns sys.stdout/sys.stderr
+
+    def enable_gui(self, gui=None):
+        if gui not in (None, "inline"):
+            raise NotImplementedError(f"GUI event loop {gui!r} is not supported by this kernel")
+
+    def publish(self, msg_type: str, content: dict, metadata=None, buffers=None) -> None:
+        if silenced.get() or self.publisher is None:
+            return
+        parent = get_parent()
+        self.stream_flusher(parent)
+        self.publisher(msg_type, content, parent, metadata, buffers)
+
+    def write_payload(self, payload: dict) -> None:
+        payloads = current_payloads.get()
+        if payloads is not None:
+            payloads.append(payload)
+
+    def set_next_input(self, s, replace=False):
+        self.write_payload({"source": "set_next_input", "text": s, "replace": replace})
+
+    def ask_exit(self):
+        self.write_payload({"source": "ask_exit", "keepkernel": False})
+
+    def _showtraceback(self, etype, evalue, stb):
+        content = {
+            "ename": etype.__name__,
+            "evalue": str(evalue),
+            "traceback": stb,
+        }
+        last_error.set(content)
+        self.publish("error", content)
+
+    def showtraceback(self, exc_tuple=None, filename=None, tb_offset=None, **kwargs):
+        etype, value, tb = exc_tuple or sys.exc_info()
+        if _is_cancellation(etype):  # an interrupted ``await`` cell
+            etype, value = KeyboardInterrupt, KeyboardInterrupt()
+        if etype is KeyboardInterrupt:
+            tb, tb_offset = user_frames_only(tb), 0
+        return super().showtraceback((etype, value, tb), filename, tb_offset, **kwargs)
+
+    def _page(self, strng, start=0, screen_lines=0, pager_cmd=None):
+        data = strng if isinstance(strng, dict) else {"text/plain": strng}
+        self.write_payload({"source": "page", "data": data, "start": start})
+
+
+def _is_cancellation(etype) -> bool:
+    if etype is None:
+        return False
+    name = f"{etype.__module__}.{etype.__qualname__}"
+    return name in ("asyncio.exceptions.CancelledError", "trio.Cancelled", "trio._core._run.Cancelled")
+
+
+def user_frames_only(tb):
+    """A traceback without the frames of IPython, AnyIO/asyncio/trio or this kernel."""
+    frames = []
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not _is_machinery(filename):
+            frames.append(tb)
+        tb = tb.tb_next
+    new = None
+    for t in reversed(frames):
+        new = type(t)(new, t.tb_frame, t.tb_lasti, t.tb_lineno)
+    return new
+
+
+_MACHINERY = None
+
+
+def _is_machinery(filename: str) -> bool:
+    global _MACHINERY
+    if _MACHINERY is None:
+        import asyncio
+
+        import anyio
+        import trio
+
+        dirs = [os.path.dirname(m.__file__) + os.sep for m in (asyncio, anyio, trio)]
+        _MACHINERY = tuple(dirs) + _PACKAGE_DIRS + (threading.__file__,)
+    return filename.startswith(_MACHINERY)

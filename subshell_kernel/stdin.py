@@ -1,0 +1,90 @@
+"""``input()`` and ``getpass()`` over the stdin channel.
+
+An execute request that allows stdin binds itself (and its subshell) in the
+``stdin_request`` ContextVar.  ``input()`` sends an ``input_request`` whose
+parent is that request, to the frontend identity that sent it, and blocks
+until the ``input_reply`` *whose parent is this input_request* arrives.
+Replies are matched by ``parent_header.msg_id``, never by order, so two
+subshells waiting in ``input()`` at once each get their own answer.
+
+The router thread owns the stdin socket: requests go out through the outbox,
+replies come back through ``on_reply`` on the router thread.
+"""
+
+from __future__ import annotations
+
+import builtins
+import getpass
+import logging
+import queue
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+from IPython.core.error import StdinNotImplementedError
+
+from .protocol import Message
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+    from .subshell import Subshell
+
+log = logging.getLogger(__name__)
+
+#: the execute request (and its subshell) that input() answers to, if it allows stdin
+stdin_request: ContextVar[tuple[Message, Subshell] | None] = ContextVar(
+    "stdin_request", default=None
+)
+
+
+class Stdin:
+    def __init__(self, kernel: Kernel):
+        self.kernel = kernel
+        self._waiting: dict[str, queue.SimpleQueue] = {}
+
+    def install(self) -> None:
+        builtins.input = self.input
+        getpass.getpass = self.getpass
+
+    def input(self, prompt: object = "") -> str:
+        return self._ask(str(prompt), password=False)
+
+    def getpass(self, prompt: str = "Password: ", stream=None) -> str:
+        return self._ask(prompt, password=True)
+
+    def _ask(self, prompt: str, password: bool) -> str:
+        from .subshell import INTERRUPTED
+
+        bound = stdin_request.get()
+        if bound is None:
+            raise StdinNotImplementedError(
+                "input() was called, but this frontend does not support input requests "
+                "(allow_stdin is false, or the call came from a thread of its own)."
+            )
+        request, sub = bound
+        kernel = self.kernel
+        kernel.streams.flush(request.header)
+        msg = kernel.codec.new_message(
+            "input_request", {"prompt": prompt, "password": password}, request.header
+        )
+        waiter: queue.SimpleQueue = queue.SimpleQueue()
+        msg_id = msg["header"]["msg_id"]
+        self._waiting[msg_id] = waiter
+        sub.input_waiter = waiter
+        try:
+            kernel.send_stdin(kernel.codec.serialize(msg, request.idents))
+            reply = waiter.get()
+        finally:
+            sub.input_waiter = None
+            del self._waiting[msg_id]
+        if reply is INTERRUPTED:
+            raise KeyboardInterrupt("interrupted while waiting for input")
+        value = reply.content.get("value", "")
+        return value if isinstance(value, str) else str(value)
+
+    def on_reply(self, msg: Message) -> None:
+        """Router thread: hand an input_reply to the input() waiting for it."""
+        waiter = self._waiting.get(msg.parent_header.get("msg_id", ""))
+        if waiter is None:
+            log.warning("input_reply to no pending input_request; dropped")
+        else:
+            waiter.put(msg)

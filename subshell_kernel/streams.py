@@ -1,0 +1,125 @@
+"""stdout/stderr that route each write to the request that produced it.
+
+``sys.stdout`` and ``sys.stderr`` are replaced once, at startup, by two
+``OutStream`` objects sharing one ``StreamRouter``.  Nothing ever swaps them
+per cell, so cells overlapping on several threads cannot nest wrappers.
+
+Invariants:
+- Text is buffered per parent request (``msg_id``), never mixed between
+  requests: two subshells printing at once produce separate ``stream``
+  messages, each with its own parent header.
+- Order is kept within a request: switching between stdout and stderr emits
+  what was buffered first; a buffer is emitted (under the lock, into the
+  iopub FIFO) before any other message its request publishes, because every
+  publisher calls ``flush(parent)`` first.
+- A buffer is emitted at the latest ``IOPub.flush_interval`` after its first
+  write, when it grows past ``max_buffer`` characters, or on ``flush``.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from typing import Any
+
+from .context import get_parent
+from .iopub import IOPub
+
+
+class _Pending:
+    __slots__ = ("parent", "name", "chunks", "size")
+
+    def __init__(self, parent: dict[str, Any] | None, name: str):
+        self.parent = parent
+        self.name = name
+        self.chunks: list[str] = []
+        self.size = 0
+
+
+class StreamRouter:
+    def __init__(self, iopub: IOPub, max_buffer: int = 1 << 16):
+        self._iopub = iopub
+        self._lock = threading.Lock()
+        self._pending: dict[str, _Pending] = {}
+        self.max_buffer = max_buffer
+        iopub.on_flush_due = self.flush_all
+
+    def write(self, name: str, text: str) -> None:
+        parent = get_parent()
+        key = parent["msg_id"] if parent else ""
+        with self._lock:
+            pending = self._pending.get(key)
+            if pending is None:
+                pending = self._pending[key] = _Pending(parent, name)
+                self._iopub.flush_soon()
+            elif pending.name != name:
+                self._emit(pending)
+                pending.name = name
+            pending.chunks.append(text)
+            pending.size += len(text)
+            if pending.size > self.max_buffer:
+                self._emit(pending)
+
+    def flush(self, parent: dict[str, Any] | None) -> None:
+        """Emit what ``parent``'s request has buffered (before its next message)."""
+        key = parent["msg_id"] if parent else ""
+        if key not in self._pending:  # unlocked peek: the common case is nothing buffered
+            return
+        with self._lock:
+            pending = self._pending.pop(key, None)
+            if pending is not None:
+                self._emit(pending)
+
+    def flush_all(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            for p in pending.values():
+                self._emit(p)
+
+    def _emit(self, pending: _Pending) -> None:
+        if pending.chunks:
+            text = "".join(pending.chunks)
+            pending.chunks = []
+            pending.size = 0
+            self._iopub.publish("stream", {"name": pending.name, "text": text}, pending.parent)
+
+
+class OutStream(io.TextIOBase):
+    """A text stream (``sys.stdout`` or ``sys.stderr``) that publishes on iopub."""
+
+    def __init__(self, name: str, router: StreamRouter):
+        super().__init__()
+        self.name = name
+        self._router = router
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if text:
+            self._router.write(self.name, text)
+        return len(text)
+
+    def writelines(self, lines) -> None:  # type: ignore[override]
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self._router.flush(get_parent())
+
+    def close(self) -> None:
+        """Closing the kernel's stdout would lose all later output; flush instead."""
+        self.flush()
+
+    @property
+    def closed(self) -> bool:  # type: ignore[override]
+        return False

@@ -1,0 +1,200 @@
+"""A subshell: one thread, one AnyIO event loop, one inbox, requests in order.
+
+The parent subshell runs on the main thread (it receives SIGINT); each child
+subshell runs on a thread of its own.  The router thread hands messages in
+with ``deliver``, which schedules ``send_nowait`` on this subshell's loop and
+returns at once: a busy subshell never makes the router wait.
+
+Invariants:
+- Requests to one subshell are handled one at a time, in arrival order.
+- Every ``*_request`` gets exactly one reply, sent before its ``idle`` status,
+  whatever happens (errors, interrupts, deletion: ``aborted``).
+- ``_running`` says what user code runs now: ``None``, ``"sync"`` (blocking
+  code: interrupted by KeyboardInterrupt) or ``"async"`` (a top-level
+  ``await`` cell: interrupted by cancelling its cancel scope).  It is changed
+  and read under ``_lock``, so an interrupt never lands outside user code.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import signal
+import threading
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .context import current_parent
+from .protocol import Message, ProtocolError, error_content
+from .threads import clear_pending_exception, loop_call_soon, raise_in_thread
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+    from .shell import SubshellState
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+INTERRUPTED = object()  # put into an input() waiter to interrupt it
+
+
+class Subshell:
+    def __init__(self, kernel: Kernel, subshell_id: str | None, state: SubshellState):
+        self.kernel = kernel
+        self.id = subshell_id
+        self.state = state
+        self.is_main = subshell_id is None
+        self.thread_ident: int | None = None
+        self.stopping = False
+        self.input_waiter: queue.SimpleQueue | None = None
+        self._lock = threading.RLock()
+        self._running: str | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._abort_remaining = 0
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._call_soon = None
+        self._send = None
+        self._receive = None
+
+    # -- lifetime (any thread) ----------------------------------------------------------
+    def start_thread(self) -> None:
+        """Run a child subshell on a new thread; returns once it accepts messages."""
+        thread = threading.Thread(target=self.run, name=f"subshell-{self.id}", daemon=True)
+        thread.start()
+        self._ready.wait()
+
+    def run(self, on_ready=None) -> None:
+        """Run this subshell's loop on the calling thread until ``stop``."""
+        try:
+            anyio.run(self._main, on_ready, backend=self.kernel.backend)
+        finally:
+            self.kernel.outbox.close_thread_socket()
+            if not self.is_main:
+                self.state.close()
+            self._done.set()
+
+    def deliver(self, msg: Any) -> None:
+        """Queue ``msg`` for this subshell; never blocks."""
+        self._call_soon(self._send.send_nowait, msg)
+
+    def stop(self) -> None:
+        """Interrupt what runs, abort what is queued, then end the loop."""
+        self.stopping = True
+        self.interrupt()
+        self.deliver(_STOP)
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    @property
+    def busy(self) -> bool:
+        return self._running is not None
+
+    # -- interrupt (any thread, or the main thread's SIGINT handler) -------------------
+    def interrupt(self) -> bool:
+        """Interrupt the user code running now, if any; True if there was some."""
+        with self._lock:
+            running = self._running
+            if running is None:
+                return False
+            if self.input_waiter is not None:  # blocked in input(): wake it with the interrupt
+                self.input_waiter.put(INTERRUPTED)
+            elif running == "async":
+                self._call_soon(self._scope.cancel)
+            elif self.is_main:
+                if threading.get_ident() == self.thread_ident:  # in the SIGINT handler
+                    raise KeyboardInterrupt
+                self.kernel.signal_parent_interrupt()
+            else:
+                raise_in_thread(self.thread_ident, KeyboardInterrupt)
+            return True
+
+    def set_running(self, kind: str | None, scope: anyio.CancelScope | None = None) -> None:
+        if kind is not None:
+            with self._lock:
+                self._running, self._scope = kind, scope
+            return
+        while True:  # leaving user code: a late interrupt must not escape
+            try:
+                with self._lock:
+                    self._running = self._scope = None
+                    if not self.is_main:
+                        clear_pending_exception(self.thread_ident)
+                return
+            except KeyboardInterrupt:
+                log.info("interrupt arrived as the code ended; ignored")
+
+    # -- the loop ---------------------------------------------------------------------
+    async def _main(self, on_ready) -> None:
+        self._send, self._receive = anyio.create_memory_object_stream(math.inf)
+        self._call_soon = loop_call_soon()
+        self.thread_ident = threading.get_ident()
+        self.kernel.shell.bind_state(None if self.is_main else self.state)
+        self._ready.set()
+        if on_ready is not None:
+            on_ready()
+        async with self._receive:
+            async for msg in self._receive:
+                if msg is _STOP:
+                    break
+                await self._handle(msg)
+            self.stopping = True
+            while True:  # anything delivered after the stop still gets an answer
+                try:
+                    msg = self._receive.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+                if msg is not _STOP:
+                    await self._handle(msg)
+
+    async def _handle(self, msg: Message) -> None:
+        from .handlers import SHELL_HANDLERS
+
+        kernel = self.kernel
+        parent = msg.header
+        token = current_parent.set(parent)
+        kernel.iopub.status("busy", parent)
+        reply = None
+        try:
+            msg.decode()
+            if self.stopping:
+                reply = {"status": "aborted"}
+            elif self._abort_remaining and msg.msg_type == "execute_request":
+                reply = {"status": "aborted", "execution_count": kernel.shell.execution_count}
+            else:
+                handler = SHELL_HANDLERS.get(msg.msg_type)
+                if handler is None:
+                    log.warning("unknown shell message type %r", msg.msg_type)
+                    reply = error_content(
+                        "UnknownMessageType", f"unknown shell message type {msg.msg_type!r}"
+                    )
+                else:
+                    reply = await handler(self, msg)
+        except ProtocolError as e:
+            log.warning("bad %s: %s", msg.msg_type, e)
+            reply = error_content("ProtocolError", str(e))
+        except (Exception, KeyboardInterrupt) as e:
+            self.set_running(None)
+            log.exception("error handling %s", msg.msg_type)
+            reply = error_content(type(e).__name__, str(e))
+        finally:
+            if self._abort_remaining:
+                self._abort_remaining -= 1
+            if reply is not None and msg.msg_type.endswith("_request"):
+                kernel.send_shell(kernel.codec.reply_frames(msg, reply))
+            kernel.streams.flush(parent)
+            kernel.iopub.status("idle", parent)
+            current_parent.reset(token)
+
+    async def abort_queued(self) -> None:
+        """Abort the executes queued now (``stop_on_error``); later ones run."""
+        await anyio.lowlevel.checkpoint()  # let deliveries already scheduled land
+        self._abort_remaining = self._receive.statistics().current_buffer_used + 1
+
+
+def install_sigint_handler(kernel: Kernel) -> None:
+    """SIGINT (signal-mode interrupt) interrupts every busy subshell."""
+    signal.signal(signal.SIGINT, kernel.on_sigint)

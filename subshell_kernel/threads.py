@@ -1,0 +1,49 @@
+"""Small cross-thread primitives: thread-safe call-soon and async exceptions.
+
+``loop_call_soon()`` returns a function that schedules a callback on the
+*current* AnyIO loop from any thread without waiting for it (asyncio
+``call_soon_threadsafe``, ~47 us; trio ``TrioToken.run_sync_soon``).
+``anyio.from_thread.run_sync`` would wait for the target loop, and a loop busy
+with a blocking cell would then stall the caller (DESIGN.md section 2).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+
+import sniffio
+
+CallSoon = Callable[..., object]
+
+
+def loop_call_soon() -> CallSoon:
+    """Thread-safe, non-blocking call-soon for the running loop (call inside it)."""
+    library = sniffio.current_async_library()
+    if library == "trio":
+        import trio
+
+        return trio.lowlevel.current_trio_token().run_sync_soon
+    import asyncio
+
+    return asyncio.get_running_loop().call_soon_threadsafe
+
+
+_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+_set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+_clear_async_exc_null = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
+    ("PyThreadState_SetAsyncExc", ctypes.pythonapi)
+)
+
+
+def raise_in_thread(thread_ident: int, exc_type: type[BaseException]) -> bool:
+    """Raise ``exc_type`` in another thread at its next bytecode.
+
+    Pure-Python code stops at once; a blocking C call stops when it returns.
+    """
+    return _set_async_exc(thread_ident, exc_type) == 1
+
+
+def clear_pending_exception(thread_ident: int) -> None:
+    """Cancel an exception queued by ``raise_in_thread`` that has not fired yet."""
+    _clear_async_exc_null(thread_ident, None)
