@@ -269,10 +269,12 @@ def _is_machinery(filename: str) -> bool:
     global _MACHINERY
     if _MACHINERY is None:
         import asyncio
+        import contextlib
 
         import anyio
+        import outcome
         import trio
 
-        dirs = [os.path.dirname(m.__file__) + os.sep for m in (asyncio, anyio, trio)]
-        _MACHINERY = tuple(dirs) + _PACKAGE_DIRS + (threading.__file__,)
+        dirs = [os.path.dirname(m.__file__) + os.sep for m in (asyncio, anyio, trio, outcome)]
+        _MACHINERY = tuple(dirs) + _PACKAGE_DIRS + (threading.__file__, contextlib.__file__)
     return filename.startswith(_MACHINERY)
