@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 from pathlib import Path
 
-from jupyter_client.connect import write_connection_file
 from traitlets import Bool, Unicode
 from traitlets.config import Application
 
@@ -60,19 +60,19 @@ class SubshellKernelApp(Application):
     def start(self) -> None:
         if self.subapp is not None:
             return self.subapp.start()
+        self._connection_path = None
         connection = self._load_connection()
         kernel = SubshellKernel(connection, parent=self)
-        kernel.start()
+        kernel.start(write_connection_to=self._connection_path)
 
     def _load_connection(self) -> dict:
         path = Path(self.connection_file) if self.connection_file else None
         if path is not None and path.exists():
             return json.loads(path.read_text())
-        # no file: pick free ports and write one (readable by the user only)
-        path = path or Path(f"kernel-{os.getpid()}.json")
-        fname, info = write_connection_file(str(path))
-        self.log.warning("wrote connection file %s", fname)
-        return dict(info)
+        # no file: bind free ports and write one (readable by the user only) once bound
+        self._connection_path = path or Path(f"kernel-{os.getpid()}.json")
+        return {"transport": "tcp", "ip": "127.0.0.1", "key": secrets.token_hex(16),
+                "signature_scheme": "hmac-sha256"}
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ Threads (one owner per zmq socket; see docs/architecture.md):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -124,13 +125,16 @@ class Kernel(LoggingConfigurable):
         self.connection[f"{name}_port"] = port
         return sock
 
-    def start(self) -> None:
+    def start(self, write_connection_to: os.PathLike | None = None) -> None:
         """Run the kernel on the calling (main) thread until shutdown."""
         shell_sock = self._bind(zmq.ROUTER, "shell")
         stdin_sock = self._bind(zmq.ROUTER, "stdin")
         control_sock = self._bind(zmq.ROUTER, "control")
         iopub_sock = self._bind(zmq.PUB, "iopub")
         hb_sock = self._bind(zmq.ROUTER, "hb")
+        if write_connection_to is not None:
+            _write_private_json(write_connection_to, self.connection)
+            log.warning("wrote connection file %s", write_connection_to)
 
         self.iopub = IOPub(iopub_sock, self.codec, self.flush_interval)
         self.streams = StreamRouter(self.iopub)
@@ -271,6 +275,13 @@ class Kernel(LoggingConfigurable):
         self.iopub.stop(1.0)
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
         self.context.destroy(linger=500)
+
+
+def _write_private_json(path: os.PathLike, data: dict) -> None:
+    """Write ``data`` to a file only its owner can read (it holds the key)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
 
 
 def _echo(sock: zmq.Socket) -> None:

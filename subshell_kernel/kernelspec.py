@@ -7,8 +7,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from jupyter_client.kernelspec import KernelSpecManager
-
 from .protocol import PROTOCOL_VERSION
 
 DEFAULT_NAME = "subshell"
@@ -32,6 +30,8 @@ def install(
     prefix: str | None = None,
 ) -> str:
     """Install the kernelspec; returns the directory it was written to."""
+    from jupyter_client.kernelspec import KernelSpecManager  # not at import: it loads Tornado
+
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "kernel.json").write_text(json.dumps(kernel_json(display_name), indent=1))
         return KernelSpecManager().install_kernel_spec(

@@ -8,25 +8,27 @@ Invariants:
   and was not seen before (replay protection); otherwise ``ProtocolError``.
 - ``split_frames`` and ``parse_*`` raise only ``ProtocolError`` on bad input,
   whatever the frames hold.
-- Outgoing messages are built as dicts (``new_message``) and serialized and
-  signed by jupyter_client's ``Session`` (measured at ~4 us per message; not a
-  bottleneck, so we do not sign by hand).
+- Outgoing messages are built as dicts (``new_message``), then serialized
+  and signed here.  We would rather use jupyter_client's ``Session`` (as fast:
+  ~4 us to sign and serialize), but importing it imports Tornado, which this
+  kernel must not load; signing is ten lines of ``hmac``.
 - A parent header is echoed back exactly as received (dates are not parsed).
 """
 
 from __future__ import annotations
 
+import base64
 import hmac
 import itertools
 import json
+import numbers
 import os
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
-
-from jupyter_client.session import Session
 
 PROTOCOL_VERSION = "5.5"
 DELIM = b"<IDS|MSG>"
@@ -98,18 +100,19 @@ def split_frames(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
 class Codec:
     """Verifies, parses, builds and serializes messages for one connection key.
 
-    Not shared between threads for reading: each socket owner has its own
-    ``Codec`` so the replay history needs no lock.  Building and serializing
-    (``new_message``/``serialize``) are safe from any thread.
+    Parsing is not shared between threads: each socket owner has its own
+    ``Codec`` (``fork``) so the replay history needs no lock.  Building and
+    serializing (``new_message``/``serialize``) are safe from any thread.
     """
 
     REPLAY_HISTORY = 2**16
 
     def __init__(self, key: bytes, signature_scheme: str = "hmac-sha256", session_id: str = ""):
-        self.session = Session(
-            key=key, signature_scheme=signature_scheme, session=session_id or uuid.uuid4().hex
-        )
-        self.session_id = self.session.session
+        scheme, _, digest = signature_scheme.partition("-")
+        if scheme != "hmac" or not digest:
+            raise ValueError(f"unsupported signature scheme {signature_scheme!r}")
+        self._hmac = hmac.new(key, digestmod=digest) if key else None
+        self.session_id = session_id or uuid.uuid4().hex
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         # next() on itertools.count is atomic under the GIL: unique ids from any thread
         self._counter = itertools.count()
@@ -118,12 +121,17 @@ class Codec:
     def fork(self) -> Codec:
         """A codec with the same key and session but its own replay history."""
         other = object.__new__(Codec)
-        other.session = self.session
-        other.session_id = self.session_id
+        other.__dict__.update(self.__dict__)
         other._seen = OrderedDict()
-        other._counter = self._counter
-        other._id_prefix = self._id_prefix
         return other
+
+    def sign(self, parts: list[bytes]) -> bytes:
+        if self._hmac is None:
+            return b""
+        h = self._hmac.copy()
+        for part in parts:
+            h.update(part)
+        return h.hexdigest().encode()
 
     # -- incoming -----------------------------------------------------------------
     def parse(self, frames: list[bytes]) -> Message:
@@ -140,12 +148,12 @@ class Codec:
         return Message(idents, parts, header)
 
     def verify(self, parts: list[bytes]) -> None:
-        if self.session.auth is None:
+        if self._hmac is None:
             return
         signature = parts[0]
         if not signature:
             raise ProtocolError("unsigned message")
-        if not hmac.compare_digest(signature, self.session.sign(parts[1:5])):
+        if not hmac.compare_digest(signature, self.sign(parts[1:5])):
             raise ProtocolError("invalid signature")
         if signature in self._seen:
             raise ProtocolError("replayed signature")
@@ -182,7 +190,14 @@ class Codec:
     def serialize(
         self, msg: dict[str, Any], idents: list[bytes] | None = None, buffers: list | None = None
     ) -> list:
-        frames = self.session.serialize(msg, idents or [])
+        """Wire frames: idents, delimiter, signature, header, parent, metadata, content, buffers."""
+        parts = [
+            pack(msg["header"]),
+            pack(msg["parent_header"]),
+            pack(msg["metadata"]),
+            pack(msg["content"]),
+        ]
+        frames = [*(idents or []), DELIM, self.sign(parts), *parts]
         if buffers:
             frames.extend(buffers)
         return frames
@@ -195,6 +210,43 @@ class Codec:
         return self.serialize(
             self.new_message(msg_type, content, request.header, metadata), request.idents
         )
+
+
+def _json_default(obj: Any) -> Any:
+    """JSON for what user code puts in messages beyond plain JSON types."""
+    if isinstance(obj, (datetime, date)):
+        return obj.isoformat()
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return base64.b64encode(obj).decode("ascii")
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        return float(obj)
+    if isinstance(obj, Iterable) and not isinstance(obj, (str, dict)):
+        return list(obj)
+    return repr(obj)
+
+
+def pack(obj: Any) -> bytes:
+    """One JSON frame (NaN is not JSON: it is sent as null, as jupyter_client's cleaner does)."""
+    try:
+        return json.dumps(obj, default=_json_default, ensure_ascii=False, allow_nan=False).encode(
+            "utf8", "surrogateescape"
+        )
+    except ValueError:
+        return json.dumps(_without_nan(obj), default=_json_default, ensure_ascii=False).encode(
+            "utf8", "surrogateescape"
+        )
+
+
+def _without_nan(obj: Any) -> Any:
+    if isinstance(obj, float) and obj != obj or obj in (float("inf"), float("-inf")):
+        return None
+    if isinstance(obj, dict):
+        return {k: _without_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_without_nan(v) for v in obj]
+    return obj
 
 
 def reply_type(msg_type: str) -> str:
