@@ -5,7 +5,9 @@ An execute request that allows stdin binds itself (and its subshell) in the
 parent is that request, to the frontend identity that sent it, and blocks
 until the ``input_reply`` *whose parent is this input_request* arrives.
 Replies are matched by ``parent_header.msg_id``, never by order, so two
-subshells waiting in ``input()`` at once each get their own answer.
+subshells waiting in ``input()`` at once each get their own answer.  A reply
+without a parent (jupyter_client's ``KernelClient.input`` sends none) goes to
+the oldest request sent to the same frontend identity.
 
 The router thread owns the stdin socket: requests go out through the outbox,
 replies come back through ``on_reply`` on the router thread.
@@ -39,7 +41,8 @@ stdin_request: ContextVar[tuple[Message, Subshell] | None] = ContextVar(
 class Stdin:
     def __init__(self, kernel: Kernel):
         self.kernel = kernel
-        self._waiting: dict[str, queue.SimpleQueue] = {}
+        #: input_request msg_id -> (frontend identity, waiter), oldest first
+        self._waiting: dict[str, tuple[list[bytes], queue.SimpleQueue]] = {}
 
     def install(self) -> None:
         builtins.input = self.input
@@ -68,7 +71,7 @@ class Stdin:
         )
         waiter: queue.SimpleQueue = queue.SimpleQueue()
         msg_id = msg["header"]["msg_id"]
-        self._waiting[msg_id] = waiter
+        self._waiting[msg_id] = (request.idents, waiter)
         sub.input_waiter = waiter
         try:
             kernel.send_stdin(kernel.codec.serialize(msg, request.idents))
@@ -83,8 +86,10 @@ class Stdin:
 
     def on_reply(self, msg: Message) -> None:
         """Router thread: hand an input_reply to the input() waiting for it."""
-        waiter = self._waiting.get(msg.parent_header.get("msg_id", ""))
-        if waiter is None:
+        pending = self._waiting.get(msg.parent_header.get("msg_id", ""))
+        if pending is None and not msg.parent_header:
+            pending = next((p for p in list(self._waiting.values()) if p[0] == msg.idents), None)
+        if pending is None:
             log.warning("input_reply to no pending input_request; dropped")
         else:
-            waiter.put(msg)
+            pending[1].put(msg)
