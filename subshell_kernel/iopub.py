@@ -85,13 +85,13 @@ class IOPub:
                 item = get(timeout=timeout)
             except queue.Empty:
                 deadline = None
-                self.on_flush_due()  # queues stream messages behind everything already queued
+                self._flush_due()  # queues stream messages behind everything already queued
                 continue
             if item is _FLUSH:
                 if deadline is None:
                     deadline = time.monotonic() + self.flush_interval
             elif item is _STOP:
-                self.on_flush_due()
+                self._flush_due()
                 self._drain(send)
                 return
             else:
@@ -100,6 +100,12 @@ class IOPub:
                 except zmq.ZMQError as e:  # closed context at exit
                     log.debug("iopub send failed: %s", e)
                     return
+
+    def _flush_due(self) -> None:
+        try:
+            self.on_flush_due()
+        except Exception:  # this thread must outlive any one bad message
+            log.exception("stream flush failed")
 
     def _drain(self, send: Callable) -> None:
         while True:

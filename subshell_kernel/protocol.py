@@ -23,6 +23,7 @@ import itertools
 import json
 import numbers
 import os
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -75,10 +76,14 @@ class Message:
         return self
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _load_dict(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         raise ProtocolError(f"{what} is not valid JSON: {e}") from None
     if not isinstance(value, dict):
         raise ProtocolError(f"{what} is not a JSON object")
@@ -100,9 +105,10 @@ def split_frames(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
 class Codec:
     """Verifies, parses, builds and serializes messages for one connection key.
 
-    Parsing is not shared between threads: each socket owner has its own
-    ``Codec`` (``fork``) so the replay history needs no lock.  Building and
-    serializing (``new_message``/``serialize``) are safe from any thread.
+    Each socket owner has its own ``Codec`` (``fork``); the replay history is
+    shared by all of them (under a lock), so a message captured on one channel
+    is not accepted on another.  Building and serializing are safe from any
+    thread.
     """
 
     REPLAY_HISTORY = 2**16
@@ -114,15 +120,15 @@ class Codec:
         self._hmac = hmac.new(key, digestmod=digest) if key else None
         self.session_id = session_id or uuid.uuid4().hex
         self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._seen_lock = threading.Lock()
         # next() on itertools.count is atomic under the GIL: unique ids from any thread
         self._counter = itertools.count()
         self._id_prefix = f"{self.session_id[:8]}_{os.getpid()}_"
 
     def fork(self) -> Codec:
-        """A codec with the same key and session but its own replay history."""
+        """A codec for another thread: same key, session, ids and replay history."""
         other = object.__new__(Codec)
         other.__dict__.update(self.__dict__)
-        other._seen = OrderedDict()
         return other
 
     def sign(self, parts: list[bytes]) -> bytes:
@@ -155,11 +161,12 @@ class Codec:
             raise ProtocolError("unsigned message")
         if not hmac.compare_digest(signature, self.sign(parts[1:5])):
             raise ProtocolError("invalid signature")
-        if signature in self._seen:
-            raise ProtocolError("replayed signature")
-        self._seen[signature] = None
-        if len(self._seen) > self.REPLAY_HISTORY:
-            self._seen.popitem(last=False)
+        with self._seen_lock:
+            if signature in self._seen:
+                raise ProtocolError("replayed signature")
+            self._seen[signature] = None
+            if len(self._seen) > self.REPLAY_HISTORY:
+                self._seen.popitem(last=False)
 
     # -- outgoing -----------------------------------------------------------------
     def new_message(
@@ -228,23 +235,28 @@ def _json_default(obj: Any) -> Any:
 
 
 def pack(obj: Any) -> bytes:
-    """One JSON frame (NaN is not JSON: it is sent as null, as jupyter_client's cleaner does)."""
+    """One frame of strict JSON, for whatever user code put in a message.
+
+    NaN and infinities become null (they are not JSON); a lone surrogate,
+    which UTF-8 cannot encode, is sent escaped (``ensure_ascii``).
+    """
     try:
-        return json.dumps(obj, default=_json_default, ensure_ascii=False, allow_nan=False).encode(
-            "utf8", "surrogateescape"
-        )
+        text = json.dumps(obj, default=_json_default, ensure_ascii=False, allow_nan=False)
     except ValueError:
-        return json.dumps(_without_nan(obj), default=_json_default, ensure_ascii=False).encode(
-            "utf8", "surrogateescape"
-        )
+        plain = json.loads(json.dumps(obj, default=_json_default))
+        text = json.dumps(_without_nan(plain), ensure_ascii=False, allow_nan=False)
+    try:
+        return text.encode("utf8")
+    except UnicodeEncodeError:
+        return json.dumps(json.loads(text), ensure_ascii=True).encode("ascii")
 
 
 def _without_nan(obj: Any) -> Any:
-    if isinstance(obj, float) and obj != obj or obj in (float("inf"), float("-inf")):
-        return None
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
     if isinstance(obj, dict):
         return {k: _without_nan(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, list):
         return [_without_nan(v) for v in obj]
     return obj
 

@@ -1,0 +1,616 @@
+"""Unit tests for stdout/stderr routing (``subshell_kernel.streams``) and the
+iopub FIFO (``subshell_kernel.iopub``), without sockets or a kernel process.
+
+``StreamRouter`` is driven with a fake IOPub that records calls; ``IOPub`` is
+given a fake socket and its loop is run on the test's own thread.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import threading
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import zmq
+from jupyter_client.session import Session
+
+from subshell_kernel import context as ctx
+from subshell_kernel.context import current_parent, get_parent, propagate_parent_to_threads
+from subshell_kernel.iopub import _FLUSH, _STOP, IOPub
+from subshell_kernel.protocol import DELIM, Codec
+from subshell_kernel.streams import OutStream, StreamRouter
+
+KEY = b"0f6b2c1e-stream-tests"
+
+
+# -- fakes and helpers ----------------------------------------------------------------
+
+
+class FakeIOPub:
+    """Records ``publish`` and ``flush_soon`` calls in one ordered log."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.on_flush_due = lambda: None
+
+    def publish(self, msg_type, content, parent, metadata=None, buffers=None) -> None:
+        self.events.append(("publish", msg_type, dict(content), parent))
+
+    def flush_soon(self) -> None:
+        self.events.append(("flush_soon",))
+
+    @property
+    def published(self) -> list[tuple[str, str, Any]]:
+        """(name, text, parent) of each stream message, in order."""
+        return [(c["name"], c["text"], p) for (kind, t, c, p) in self._pubs() if t == "stream"]
+
+    def _pubs(self):
+        return [(e[0], e[1], e[2], e[3]) for e in self.events if e[0] == "publish"]
+
+    @property
+    def flush_soon_calls(self) -> int:
+        return sum(1 for e in self.events if e[0] == "flush_soon")
+
+    def clear(self) -> None:
+        self.events.clear()
+
+
+def parent(msg_id: str, **extra) -> dict[str, Any]:
+    return {"msg_id": msg_id, "msg_type": "execute_request", "session": "s", **extra}
+
+
+@contextmanager
+def current(p: dict[str, Any] | None):
+    token = current_parent.set(p)
+    try:
+        yield
+    finally:
+        current_parent.reset(token)
+
+
+def run_in_parent(p, fn, *args):
+    """Run ``fn`` in a copy of the current context with ``p`` as parent."""
+
+    def inner():
+        current_parent.set(p)
+        return fn(*args)
+
+    return contextvars.copy_context().run(inner)
+
+
+@pytest.fixture
+def iopub() -> FakeIOPub:
+    return FakeIOPub()
+
+
+@pytest.fixture
+def router(iopub) -> StreamRouter:
+    return StreamRouter(iopub)
+
+
+@pytest.fixture
+def streams(router):
+    return OutStream("stdout", router), OutStream("stderr", router)
+
+
+@pytest.fixture
+def restore_thread_start(monkeypatch):
+    """``propagate_parent_to_threads`` patches ``Thread.start`` globally: undo it."""
+    monkeypatch.setattr(threading.Thread, "start", threading.Thread.start)
+    yield
+
+
+# -- StreamRouter ---------------------------------------------------------------------
+
+
+def test_router_installs_itself_as_the_periodic_flush(iopub, router):
+    assert iopub.on_flush_due == router.flush_all
+
+
+def test_writes_under_two_parents_are_buffered_separately(iopub, router, streams):
+    out, _ = streams
+    a, b = parent("A"), parent("B")
+    run_in_parent(a, out.write, "a1 ")
+    run_in_parent(b, out.write, "b1 ")
+    with current(a):
+        out.write("a2")
+    with current(b):
+        out.write("b2")
+    assert iopub.published == []  # buffered, nothing emitted yet
+
+    router.flush_all()
+    assert iopub.published == [("stdout", "a1 a2", a), ("stdout", "b1 b2", b)]
+    # the parent header is the very dict that was current (echoed verbatim)
+    assert iopub.published[0][2] is a and iopub.published[1][2] is b
+
+
+def test_parents_with_subshell_ids_keep_their_header(iopub, router, streams):
+    out, _ = streams
+    a = parent("A", subshell_id="sub-1")
+    b = parent("B", subshell_id=None)
+    run_in_parent(a, out.write, "x")
+    run_in_parent(b, out.write, "y")
+    router.flush_all()
+    assert {p["msg_id"]: p for *_, p in iopub.published} == {"A": a, "B": b}
+
+
+def test_write_without_a_parent(iopub, router, streams):
+    out, err = streams
+    with current(None):
+        out.write("orphan")
+    run_in_parent(parent("A"), out.write, "owned")
+    router.flush_all()
+    assert ("stdout", "orphan", None) in iopub.published
+    assert ("stdout", "owned", parent("A")) in iopub.published
+
+
+def test_stdout_to_stderr_switch_emits_in_order(iopub, router, streams):
+    out, err = streams
+    a = parent("A")
+    with current(a):
+        out.write("1")
+        out.write("2")
+        err.write("3")
+        out.write("4")
+        out.write("5")
+    # each switch emitted what was buffered before it
+    assert iopub.published == [("stdout", "12", a), ("stderr", "3", a)]
+    router.flush(a)
+    assert iopub.published == [("stdout", "12", a), ("stderr", "3", a), ("stdout", "45", a)]
+    assert iopub.flush_soon_calls == 1  # one buffer for the request, however often it switched
+
+
+def test_switch_under_one_parent_does_not_flush_another(iopub, router, streams):
+    out, err = streams
+    a, b = parent("A"), parent("B")
+    run_in_parent(b, out.write, "b-out")
+    run_in_parent(a, out.write, "a-out")
+    run_in_parent(a, err.write, "a-err")
+    assert iopub.published == [("stdout", "a-out", a)]
+    router.flush_all()
+    assert iopub.published[0] == ("stdout", "a-out", a)
+    assert sorted(iopub.published[1:], key=lambda e: e[1]) == [
+        ("stderr", "a-err", a),
+        ("stdout", "b-out", b),
+    ]
+
+
+def test_flush_parent_emits_only_that_parents_buffer(iopub, router, streams):
+    out, err = streams
+    a, b = parent("A"), parent("B")
+    run_in_parent(a, out.write, "from a")
+    run_in_parent(b, err.write, "from b")
+
+    router.flush(a)
+    assert iopub.published == [("stdout", "from a", a)]
+    router.flush(a)  # nothing left for A
+    router.flush(parent("C"))  # nothing ever buffered for C
+    router.flush(None)  # nothing buffered without a parent
+    assert iopub.published == [("stdout", "from a", a)]
+
+    router.flush(b)
+    assert iopub.published == [("stdout", "from a", a), ("stderr", "from b", b)]
+
+
+def test_flush_matches_parents_by_msg_id(iopub, router, streams):
+    out, _ = streams
+    run_in_parent(parent("A"), out.write, "x")
+    router.flush({"msg_id": "A"})  # an equal-id header, e.g. the request's own header dict
+    assert [t for _, t, _ in iopub.published] == ["x"]
+
+
+def test_flush_all_emits_all_and_empties(iopub, router, streams):
+    out, err = streams
+    parents = [parent(f"P{i}") for i in range(5)]
+    for i, p in enumerate(parents):
+        run_in_parent(p, (out if i % 2 else err).write, f"text {i}")
+    with current(None):
+        out.write("none")
+    router.flush_all()
+    assert len(iopub.published) == 6
+    assert {(n, t) for n, t, _ in iopub.published} == {
+        ("stderr", "text 0"),
+        ("stdout", "text 1"),
+        ("stderr", "text 2"),
+        ("stdout", "text 3"),
+        ("stderr", "text 4"),
+        ("stdout", "none"),
+    }
+    for _, text, p in iopub.published:
+        if text != "none":
+            assert p is parents[int(text[-1])]
+    iopub.clear()
+    router.flush_all()
+    assert iopub.events == []
+
+
+def test_exceeding_max_buffer_emits_immediately(iopub):
+    router = StreamRouter(iopub, max_buffer=10)
+    out = OutStream("stdout", router)
+    a = parent("A")
+    with current(a):
+        out.write("12345")
+        out.write("67890")  # exactly max_buffer: still buffered
+        assert iopub.published == []
+        out.write("X")  # past max_buffer: emitted now
+        assert iopub.published == [("stdout", "1234567890X", a)]
+        out.write("tail")
+        assert iopub.flush_soon_calls == 1  # same buffer, not a new one
+    router.flush_all()
+    assert iopub.published == [("stdout", "1234567890X", a), ("stdout", "tail", a)]
+
+
+def test_one_huge_write_is_emitted_at_once(iopub):
+    router = StreamRouter(iopub, max_buffer=100)
+    with current(parent("A")):
+        OutStream("stdout", router).write("x" * 1000)
+    assert [len(t) for _, t, _ in iopub.published] == [1000]
+    router.flush_all()  # the emitted buffer left nothing behind: no empty stream message
+    assert len(iopub.published) == 1
+
+
+def test_flush_soon_once_per_new_buffer(iopub, router, streams):
+    out, err = streams
+    a, b = parent("A"), parent("B")
+    with current(a):
+        for _ in range(50):
+            out.write("x")
+    assert iopub.flush_soon_calls == 1
+    run_in_parent(b, out.write, "y")
+    run_in_parent(b, err.write, "z")
+    assert iopub.flush_soon_calls == 2
+    # the flush_soon comes before the buffer's first emission
+    assert iopub.events[0] == ("flush_soon",)
+
+    router.flush(a)  # A's buffer is gone: its next write starts a new one
+    run_in_parent(a, out.write, "again")
+    assert iopub.flush_soon_calls == 3
+    router.flush_all()
+    run_in_parent(b, out.write, "after flush_all")
+    assert iopub.flush_soon_calls == 4
+
+
+def test_concurrent_writers_never_mix(iopub):
+    """Threads writing under their own parents, with tiny buffers: text stays per parent
+    and in order."""
+    router = StreamRouter(iopub, max_buffer=7)
+    out = OutStream("stdout", router)
+    parents = [parent(f"T{i}") for i in range(4)]
+    barrier = threading.Barrier(len(parents))
+
+    def work(p):
+        current_parent.set(p)
+        barrier.wait()
+        for n in range(500):
+            out.write(f"{p['msg_id']}:{n};")
+
+    threads = [
+        threading.Thread(target=contextvars.copy_context().run, args=(work, p)) for p in parents
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    router.flush_all()
+    for p in parents:
+        text = "".join(t for _, t, q in iopub.published if q is p)
+        assert text == "".join(f"{p['msg_id']}:{n};" for n in range(500))
+    assert all(q in parents for _, _, q in iopub.published)
+
+
+# -- OutStream ---------------------------------------------------------------------------
+
+
+def test_write_rejects_bytes(streams, iopub):
+    out, err = streams
+    with pytest.raises(TypeError, match="must be str, not bytes"):
+        out.write(b"bytes")
+    with pytest.raises(TypeError):
+        err.write(bytearray(b"x"))
+    with pytest.raises(TypeError):
+        out.write(None)
+    assert iopub.events == []
+
+
+def test_write_returns_len(streams, iopub, router):
+    out, _ = streams
+    with current(parent("A")):
+        assert out.write("hello") == 5
+        assert out.write("héllo ✓") == 7  # characters, not bytes
+        assert out.write("") == 0
+    router.flush_all()
+    assert [t for _, t, _ in iopub.published] == ["hellohéllo ✓"]
+
+
+def test_empty_write_starts_no_buffer(streams, iopub):
+    out, _ = streams
+    with current(parent("A")):
+        out.write("")
+    assert iopub.events == []
+
+
+def test_print_and_writelines(streams, iopub, router):
+    out, err = streams
+    a = parent("A")
+    with current(a):
+        print("x", 1, sep="-", file=out)
+        out.writelines(["a\n", "b\n"])
+        print("oops", file=err)
+    router.flush_all()
+    assert iopub.published == [("stdout", "x-1\na\nb\n", a), ("stderr", "oops\n", a)]
+
+
+def test_flush_flushes_the_current_parent_only(streams, iopub):
+    out, _ = streams
+    a, b = parent("A"), parent("B")
+    run_in_parent(a, out.write, "a")
+    run_in_parent(b, out.write, "b")
+    run_in_parent(a, out.flush)
+    assert iopub.published == [("stdout", "a", a)]
+
+
+def test_close_flushes_and_stays_open(streams, iopub):
+    out, _ = streams
+    a = parent("A")
+    with current(a):
+        out.write("before close")
+        out.close()
+        assert iopub.published == [("stdout", "before close", a)]
+        assert not out.closed
+        assert out.write("after close") == 11
+
+
+def test_stream_attributes(streams):
+    out, err = streams
+    assert out.name == "stdout" and err.name == "stderr"
+    assert out.encoding == "utf-8"
+    assert out.writable() and not out.readable()
+    assert not out.isatty()
+
+
+# -- threads started by user code ---------------------------------------------------------
+
+
+def _thread_writing(out: OutStream, text: str) -> threading.Thread:
+    return threading.Thread(target=out.write, args=(text,))
+
+
+def test_thread_output_goes_to_the_parent_that_started_it(
+    restore_thread_start, streams, iopub, router
+):
+    propagate_parent_to_threads()
+    propagate_parent_to_threads()  # idempotent
+    out, _ = streams
+    a, b = parent("A"), parent("B")
+    with current(a):
+        ta = _thread_writing(out, "from thread of A")
+        ta.start()
+    tb = None
+
+    def start_b():
+        nonlocal tb
+        tb = _thread_writing(out, "from thread of B")
+        tb.start()
+
+    run_in_parent(b, start_b)
+    ta.join()
+    tb.join()
+    router.flush_all()
+    assert sorted(iopub.published, key=lambda e: e[1]) == [
+        ("stdout", "from thread of A", a),
+        ("stdout", "from thread of B", b),
+    ]
+
+
+def test_thread_keeps_its_parent_after_the_request_ended(
+    restore_thread_start, streams, iopub, router
+):
+    propagate_parent_to_threads()
+    out, _ = streams
+    a = parent("A")
+    go, done = threading.Event(), threading.Event()
+
+    def late_writer():
+        go.wait(5)
+        print("late", file=out)
+        # a thread started from that thread inherits the same parent
+        inner = _thread_writing(out, "grandchild\n")
+        inner.start()
+        inner.join()
+        done.set()
+
+    with current(a):
+        t = threading.Thread(target=late_writer)
+        t.start()
+    # the request is over (parent reset) and another one is current here
+    with current(parent("B")):
+        go.set()
+        assert done.wait(5)
+    t.join()
+    router.flush_all()
+    assert iopub.published == [("stdout", "late\ngrandchild\n", a)]
+
+
+def test_thread_started_without_a_parent_has_none(restore_thread_start, streams, iopub, router):
+    propagate_parent_to_threads()
+    out, _ = streams
+    with current(None):
+        t = _thread_writing(out, "nobody's")
+        t.start()
+        t.join()
+    router.flush_all()
+    assert iopub.published == [("stdout", "nobody's", None)]
+
+
+def test_get_parent_in_a_thread(restore_thread_start):
+    propagate_parent_to_threads()
+    a = parent("A")
+    seen = []
+    with current(a):
+        t = threading.Thread(target=lambda: seen.append(get_parent()))
+        t.start()
+        t.join()
+    assert seen == [a]
+    # in the starting thread, the ContextVar wins over any thread attribute
+    setattr(threading.current_thread(), ctx._THREAD_ATTR, parent("stale"))
+    try:
+        with current(a):
+            assert get_parent() is a
+    finally:
+        delattr(threading.current_thread(), ctx._THREAD_ATTR)
+
+
+@pytest.mark.skipif(
+    getattr(__import__("sys").flags, "thread_inherit_context", False),
+    reason="threads inherit the context on this interpreter",
+)
+def test_without_propagation_threads_lose_the_parent(restore_thread_start, streams, iopub, router):
+    """Documents why ``propagate_parent_to_threads`` exists."""
+    threading.Thread.start = ctx._original_start
+    out, _ = streams
+    with current(parent("A")):
+        t = _thread_writing(out, "lost")
+        t.start()
+        t.join()
+    router.flush_all()
+    assert iopub.published == [("stdout", "lost", None)]
+
+
+# -- IOPub with a fake socket -------------------------------------------------------------
+
+
+class FakeSocket:
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.sent: list[list] = []
+        self.fail_after = fail_after
+
+    def send_multipart(self, frames, copy=True) -> None:
+        if self.fail_after is not None and len(self.sent) >= self.fail_after:
+            raise zmq.ZMQError(zmq.ENOTSOCK)
+        self.sent.append([bytes(f) for f in frames])
+
+
+def decoded(frames: list[bytes]) -> dict:
+    """Verify and decode with jupyter_client, as a frontend would."""
+    client = Session(key=KEY)
+    idents, msg_list = client.feed_identities(frames)
+    msg = client.deserialize(msg_list)
+    msg["topic"] = idents
+    return msg
+
+
+def drain_queue(iopub: IOPub) -> list:
+    items = []
+    while not iopub._queue.empty():
+        items.append(iopub._queue.get_nowait())
+    return items
+
+
+@pytest.fixture
+def real_iopub():
+    sock = FakeSocket()
+    iop = IOPub(sock, Codec(KEY), flush_interval=0.01)  # type: ignore[arg-type]
+    iop.socket = sock
+    return iop
+
+
+def test_iopub_publish_queues_signed_frames(real_iopub):
+    p = parent("A", subshell_id="sub")
+    real_iopub.publish("display_data", {"data": {"text/plain": "x"}}, p, {"m": 1}, [b"buf"])
+    real_iopub.status("busy", p)
+    real_iopub.flush_soon()
+    items = drain_queue(real_iopub)
+    assert len(items) == 3 and items[2] is _FLUSH
+    display, status = decoded(items[0]), decoded(items[1])
+    assert display["topic"] == [b"kernel.display_data"]
+    assert display["content"] == {"data": {"text/plain": "x"}}
+    assert display["metadata"] == {"m": 1}
+    assert display["buffers"][0] == b"buf"
+    assert display["header"]["subshell_id"] == "sub"
+    assert json.loads(items[0][items[0].index(DELIM) + 3]) == p  # parent verbatim
+    assert status["topic"] == [b"kernel.status"]
+    assert status["content"] == {"execution_state": "busy"}
+
+
+def test_iopub_run_sends_in_fifo_order_and_flushes_streams_on_stop(real_iopub):
+    router = StreamRouter(real_iopub)  # type: ignore[arg-type]
+    out = OutStream("stdout", router)
+    a, b = parent("A"), parent("B")
+    with current(a):
+        real_iopub.status("busy", a)
+        out.write("a-text")  # queues _FLUSH
+        router.flush(a)  # publishers flush their request's stream first...
+        real_iopub.publish("execute_result", {"data": {}}, a)  # ...then publish
+    with current(b):
+        out.write("b-text")  # still buffered when the stop arrives
+    real_iopub._queue.put(_STOP)
+    real_iopub._run()  # on this thread: returns at _STOP
+
+    msgs = [decoded(f) for f in real_iopub.socket.sent]
+    summary = [(m["msg_type"], m["parent_header"]["msg_id"], m["content"].get("text")) for m in msgs]
+    assert summary == [
+        ("status", "A", None),
+        ("stream", "A", "a-text"),
+        ("execute_result", "A", None),
+        ("stream", "B", "b-text"),  # flushed by the stop
+    ]
+
+
+@pytest.mark.timeout(10)
+def test_iopub_run_flushes_streams_after_the_interval(real_iopub):
+    router = StreamRouter(real_iopub)  # type: ignore[arg-type]
+    flushes = []
+
+    def on_flush_due():
+        router.flush_all()
+        if not flushes:
+            real_iopub._queue.put(_STOP)  # end the loop after the timed flush
+        flushes.append(1)
+
+    real_iopub.on_flush_due = on_flush_due
+    out = OutStream("stdout", router)  # keep a reference: IOBase.__del__ closes (= flushes)
+    with current(parent("A")):
+        out.write("tick")
+    assert drain_queue(real_iopub) == [_FLUSH]
+    real_iopub.flush_soon()
+    real_iopub._run()
+    assert len(flushes) == 2  # the timed flush, then the one at stop
+    [stream] = [decoded(f) for f in real_iopub.socket.sent]
+    assert stream["content"] == {"name": "stdout", "text": "tick"}
+
+
+def test_iopub_run_stops_quietly_when_the_socket_fails():
+    sock = FakeSocket(fail_after=1)
+    iop = IOPub(sock, Codec(KEY))  # type: ignore[arg-type]
+    iop.status("busy", None)
+    iop.status("idle", None)
+    iop.status("never sent", None)
+    iop._run()  # returns on the ZMQError instead of raising
+    assert len(sock.sent) == 1
+
+
+def test_iopub_drain_after_stop_skips_sentinels():
+    sock = FakeSocket()
+    iop = IOPub(sock, Codec(KEY))  # type: ignore[arg-type]
+    iop._queue.put(_STOP)
+    iop._queue.put(_FLUSH)
+    iop.status("idle", None)  # queued behind the stop: still sent by the drain
+    iop._run()
+    assert [decoded(f)["content"]["execution_state"] for f in sock.sent] == ["idle"]
+
+
+@pytest.mark.timeout(10)
+def test_lone_surrogate_in_output_does_not_kill_iopub(real_iopub):
+    router = StreamRouter(real_iopub)  # type: ignore[arg-type]
+    out = OutStream("stdout", router)
+    a, b = parent("A"), parent("B")
+    run_in_parent(a, out.write, "bad \ud800 text")
+    run_in_parent(b, out.write, "good text")
+    real_iopub._queue.put(_STOP)
+    real_iopub._run()  # must not raise
+    texts = [decoded(f)["content"].get("text") for f in real_iopub.socket.sent]
+    assert "good text" in texts
+    assert len(texts) == 2
