@@ -117,9 +117,7 @@ class Router:
 
     def _route(self, msg: Message) -> None:
         sub = self.kernel.subshells.get(msg.subshell_id)
-        if sub is not None:
-            sub.deliver(msg)
-        else:
+        if sub is None or not sub.deliver(msg):
             self._unknown_subshell(msg)
 
     def _unknown_subshell(self, msg: Message) -> None:

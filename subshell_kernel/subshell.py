@@ -76,9 +76,15 @@ class Subshell:
                 self.state.close()
             self._done.set()
 
-    def deliver(self, msg: Any) -> None:
-        """Queue ``msg`` for this subshell; never blocks."""
-        self._call_soon(self._send.send_nowait, msg)
+    def deliver(self, msg: Any) -> bool:
+        """Queue ``msg`` for this subshell; never blocks.  False if its loop has ended."""
+        if self._done.is_set():
+            return False
+        try:
+            self._call_soon(self._send.send_nowait, msg)
+        except RuntimeError:  # the loop closed (asyncio) or finished (trio) in between
+            return False
+        return True
 
     def stop(self) -> None:
         """Interrupt what runs, abort what is queued, then end the loop."""
@@ -142,6 +148,7 @@ class Subshell:
                     break
                 await self._handle(msg)
             self.stopping = True
+            await anyio.lowlevel.checkpoint()  # deliveries scheduled before the stop land
             while True:  # anything delivered after the stop still gets an answer
                 try:
                     msg = self._receive.receive_nowait()
