@@ -14,6 +14,7 @@ after it ended, still that cell (frontends that stopped listening drop it).
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from contextvars import ContextVar
 from typing import Any
 
@@ -21,6 +22,21 @@ from typing import Any
 current_parent: ContextVar[dict[str, Any] | None] = ContextVar("current_parent", default=None)
 
 _THREAD_ATTR = "_subshell_kernel_parent"
+
+#: msg_ids of recent ``silent`` executes: their output, from any thread, is dropped
+_muted: OrderedDict[str, None] = OrderedDict()
+_MUTED_KEPT = 1024
+
+
+def mute(parent: dict[str, Any]) -> None:
+    """Publish nothing but status for this request (``silent=True``)."""
+    _muted[parent["msg_id"]] = None
+    while len(_muted) > _MUTED_KEPT:
+        _muted.popitem(last=False)
+
+
+def is_muted(parent: dict[str, Any] | None) -> bool:
+    return parent is not None and parent.get("msg_id") in _muted
 
 
 def get_parent() -> dict[str, Any] | None:

@@ -85,11 +85,9 @@ class Control:
         while True:
             try:
                 frames = recv()
-            except zmq.ContextTerminated:
-                self.socket.close(linger=0)
-                return
-            except zmq.ZMQError as e:
-                log.debug("control socket closed: %s", e)
+            except zmq.ZMQError as e:  # ETERM at shutdown: the owner closes its socket
+                log.debug("control thread ends: %s", e)
+                self.socket.close(linger=500)
                 return
             try:
                 msg = self.codec.parse(frames)

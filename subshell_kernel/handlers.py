@@ -16,7 +16,8 @@ from IPython.core.completer import provisionalcompleter, rectify_completions
 from IPython.utils.tokenutil import token_at_cursor
 
 from .protocol import Message, ProtocolError, error_content
-from .shell import current_payloads, last_error, silenced
+from .context import mute
+from .shell import cell_scope, current_payloads, last_error
 from .stdin import stdin_request
 
 if TYPE_CHECKING:
@@ -32,20 +33,21 @@ async def execute(sub: Subshell, msg: Message) -> dict[str, Any]:
     store_history = bool(content.get("store_history", not silent)) and not silent
     shell = sub.kernel.shell
 
-    if not silent:
+    if silent:
+        mute(msg.header)
+    else:
         shell.publish("execute_input", {"code": code, "execution_count": shell.execution_count})
     payloads: list = []
     stdin = (msg, sub) if content.get("allow_stdin", True) else None
     tokens = (
-        current_payloads.set(payloads), silenced.set(silent), last_error.set(None),
-        stdin_request.set(stdin),
+        current_payloads.set(payloads), last_error.set(None), stdin_request.set(stdin),
     )
     try:
         result = await _run_cell(sub, code, store_history, silent, msg.header.get("cell_id"))
         user_expressions = shell.user_expressions(content.get("user_expressions") or {})
     finally:
         error = last_error.get()
-        for var, token in zip((current_payloads, silenced, last_error, stdin_request), tokens):
+        for var, token in zip((current_payloads, last_error, stdin_request), tokens):
             var.reset(token)
 
     count = shell.execution_count - 1 if store_history else shell.execution_count
@@ -91,8 +93,12 @@ async def _run_cell(sub: Subshell, code: str, store_history: bool, silent: bool,
     try:
         if is_async:
             with anyio.CancelScope() as scope:
+                token = cell_scope.set(scope)
                 sub.set_running("async", scope)
-                result = await coro
+                try:
+                    result = await coro
+                finally:
+                    cell_scope.reset(token)
         else:
             sub.set_running("sync")
             result = await coro  # no top-level await: completes without suspending

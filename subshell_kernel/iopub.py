@@ -76,6 +76,12 @@ class IOPub:
 
     # -- iopub thread ---------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._socket.close(linger=1000)
+
+    def _serve(self) -> None:
         deadline: float | None = None
         get = self._queue.get
         send = self._socket.send_multipart

@@ -19,6 +19,7 @@ import platform
 import signal
 import sys
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -102,6 +103,7 @@ class Kernel(LoggingConfigurable):
         self._control_done = threading.Event()
         self._shutting_down = False
         self._sigint_parent_only = False
+        self._exited = threading.Event()
 
     # -- startup ----------------------------------------------------------------------
     def _bind(self, kind: int, name: str) -> zmq.Socket:
@@ -246,10 +248,16 @@ class Kernel(LoggingConfigurable):
         if self._shutting_down:
             return
         self._shutting_down = True
+        self._shutdown_deadline = time.monotonic() + 1.8
+        self._stopped_children = self.subshells.children()
         for subshell_id in self.subshells.ids():
             self.subshells.delete(subshell_id)
         self.subshells.parent.stop()
         threading.Thread(target=self._exit_watchdog, name="exit-watchdog", daemon=True).start()
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
 
     def finish_shutdown(self) -> None:
         """The shutdown reply has been sent: the main thread may close the sockets."""
@@ -260,21 +268,28 @@ class Kernel(LoggingConfigurable):
         self.request_shutdown()
 
     def _exit_watchdog(self) -> None:
-        if not self.subshells.parent.join(1.5):
-            log.warning("parent subshell did not stop in time; exiting")
-            self.iopub.stop(0.2)
+        """However stuck a thread is (a C call, a socket), exit by the deadline."""
+        self._exited.wait(max(0.0, self._shutdown_deadline - time.monotonic()))
+        if not self._exited.is_set():
+            log.warning("shutdown did not complete in time; exiting")
             os._exit(0)
 
     def _cleanup(self) -> None:
+        """Main thread, after the parent subshell's loop ended: close in owner order."""
         self._control_done.wait(1.0)
-        for sub in self.subshells.children():
-            sub.join(0.2)
+        deadline = time.monotonic() + 0.8
+        children = getattr(self, "_stopped_children", [])
+        for sub in children:
+            if sub.join(max(0.0, deadline - time.monotonic())):
+                sub.state.close()  # here, not on its thread: finalization must not race SQLite
         self.outbox.send(STOP, [])
         self.router.thread.join(1.0)
         self.outbox.close_thread_socket()
-        self.iopub.stop(1.0)
+        self.iopub.stop(1.0)  # the iopub thread closes its socket
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-        self.context.destroy(linger=500)
+        # every socket is closed by its owner thread (control and heartbeat on ETERM)
+        self.context.term()
+        self._exited.set()
 
 
 def _write_private_json(path: os.PathLike, data: dict) -> None:
@@ -288,5 +303,5 @@ def _echo(sock: zmq.Socket) -> None:
     """Heartbeat: echo every ping in C (``zmq.proxy`` releases the GIL)."""
     try:
         zmq.proxy(sock, sock)
-    except zmq.ZMQError:
-        pass
+    except zmq.ZMQError:  # ETERM at shutdown
+        sock.close(linger=0)

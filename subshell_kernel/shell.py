@@ -29,12 +29,12 @@ from IPython.core.displaypub import DisplayPublisher
 from IPython.core.history import HistoryManager
 from IPython.core.interactiveshell import InteractiveShell
 
-from .context import get_parent
+from .context import get_parent, is_muted
 
 #: payloads (pager, set_next_input, ask_exit) of the execute request being run
 current_payloads: ContextVar[list | None] = ContextVar("current_payloads", default=None)
-#: True while a ``silent`` execute runs: nothing but status is published
-silenced: ContextVar[bool] = ContextVar("silenced", default=False)
+#: the cancel scope of the running ``await`` cell: cancelled only by an interrupt
+cell_scope: ContextVar[Any] = ContextVar("cell_scope", default=None)
 #: the error content of the last exception shown in this context
 last_error: ContextVar[dict | None] = ContextVar("last_error", default=None)
 
@@ -202,9 +202,9 @@ class KernelShell(InteractiveShell):
             raise NotImplementedError(f"GUI event loop {gui!r} is not supported by this kernel")
 
     def publish(self, msg_type: str, content: dict, metadata=None, buffers=None) -> None:
-        if silenced.get() or self.publisher is None:
-            return
         parent = get_parent()
+        if self.publisher is None or is_muted(parent):
+            return
         self.stream_flusher(parent)
         self.publisher(msg_type, content, parent, metadata, buffers)
 
@@ -230,8 +230,9 @@ class KernelShell(InteractiveShell):
 
     def showtraceback(self, exc_tuple=None, filename=None, tb_offset=None, **kwargs):
         etype, value, tb = exc_tuple or sys.exc_info()
-        if _is_cancellation(etype):  # an interrupted ``await`` cell
-            etype, value = KeyboardInterrupt, KeyboardInterrupt()
+        scope = cell_scope.get()
+        if _is_cancellation(etype) and scope is not None and scope.cancel_called:
+            etype, value = KeyboardInterrupt, KeyboardInterrupt()  # an interrupted await cell
         if etype is KeyboardInterrupt:
             tb, tb_offset = user_frames_only(tb), 0
         return super().showtraceback((etype, value, tb), filename, tb_offset, **kwargs)

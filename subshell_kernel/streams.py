@@ -12,6 +12,7 @@ Invariants:
   what was buffered first; a buffer is emitted (under the lock, into the
   iopub FIFO) before any other message its request publishes, because every
   publisher calls ``flush(parent)`` first.
+- Nothing is published for a muted (``silent``) request.
 - A buffer is emitted at the latest ``IOPub.flush_interval`` after its first
   write, when it grows past ``max_buffer`` characters, or on ``flush``.
 """
@@ -22,7 +23,7 @@ import io
 import threading
 from typing import Any
 
-from .context import get_parent
+from .context import get_parent, is_muted
 from .iopub import IOPub
 
 
@@ -46,7 +47,12 @@ class StreamRouter:
 
     def write(self, name: str, text: str) -> None:
         parent = get_parent()
-        key = parent["msg_id"] if parent else ""
+        if parent is None:
+            key = ""
+        elif is_muted(parent):
+            return
+        else:
+            key = parent["msg_id"]
         with self._lock:
             pending = self._pending.get(key)
             if pending is None:

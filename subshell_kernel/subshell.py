@@ -72,8 +72,8 @@ class Subshell:
             anyio.run(self._main, on_ready, backend=self.kernel.backend)
         finally:
             self.kernel.outbox.close_thread_socket()
-            if not self.is_main:
-                self.state.close()
+            if not (self.is_main or self.kernel.shutting_down):
+                self.state.close()  # at shutdown the main thread closes it after joining us
             self._done.set()
 
     def deliver(self, msg: Any) -> bool:

@@ -31,7 +31,9 @@ def loop_call_soon() -> CallSoon:
 
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
-_clear_async_exc_null = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
+# PYFUNCTYPE, not CFUNCTYPE: the call must hold the GIL (CFUNCTYPE releases it and
+# PyThreadState_SetAsyncExc then crashes without a thread state)
+_clear_async_exc_null = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
     ("PyThreadState_SetAsyncExc", ctypes.pythonapi)
 )
 

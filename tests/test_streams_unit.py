@@ -492,6 +492,9 @@ class FakeSocket:
             raise zmq.ZMQError(zmq.ENOTSOCK)
         self.sent.append([bytes(f) for f in frames])
 
+    def close(self, linger=None) -> None:
+        self.closed = True
+
 
 def decoded(frames: list[bytes]) -> dict:
     """Verify and decode with jupyter_client, as a frontend would."""
