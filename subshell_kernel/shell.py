@@ -119,7 +119,28 @@ class KernelDisplayHook(DisplayHook):
             )
 
 
+class _SessionShim:
+    """What jupyter_client's ``execute_interactive`` uses when run inside a kernel:
+    ``display_pub.session.send(display_pub.pub_socket, msg_type, content, parent=...)``."""
+
+    def __init__(self, shell: KernelShell):
+        self._shell = shell
+
+    def send(self, socket, msg_type, content=None, parent=None, **kwargs):
+        self._shell.publish(msg_type, content or {})
+
+
 class KernelDisplayPublisher(DisplayPublisher):
+    pub_socket = None
+
+    @property
+    def session(self) -> _SessionShim:
+        return _SessionShim(self.shell)
+
+    @property
+    def parent_header(self):
+        return get_parent()
+
     def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):
         content = {"data": data, "metadata": metadata or {}, "transient": transient or {}}
         self.shell.publish("update_display_data" if update else "display_data", content)
