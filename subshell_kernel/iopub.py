@@ -102,7 +102,7 @@ class IOPub:
                 return
             else:
                 try:
-                    send(item, copy=False)
+                    send(item)
                 except zmq.ZMQError as e:  # closed context at exit
                     log.debug("iopub send failed: %s", e)
                     return
@@ -121,6 +121,6 @@ class IOPub:
                 return
             if isinstance(item, list):
                 try:
-                    send(item, copy=False)
+                    send(item)
                 except zmq.ZMQError:
                     return

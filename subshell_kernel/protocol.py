@@ -80,9 +80,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# One encoder and decoder for the process: json.dumps/loads with options build a
+# new one per call (~2 us each, several times per message).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _load_dict(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
+        value = _DECODER.decode(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         raise ProtocolError(f"{what} is not valid JSON: {e}") from None
     if not isinstance(value, dict):
@@ -234,6 +239,9 @@ def _json_default(obj: Any) -> Any:
     return repr(obj)
 
 
+_ENCODER = json.JSONEncoder(default=_json_default, ensure_ascii=False, allow_nan=False)
+
+
 def pack(obj: Any) -> bytes:
     """One frame of strict JSON, for whatever user code put in a message.
 
@@ -241,7 +249,7 @@ def pack(obj: Any) -> bytes:
     which UTF-8 cannot encode, is sent escaped (``ensure_ascii``).
     """
     try:
-        text = json.dumps(obj, default=_json_default, ensure_ascii=False, allow_nan=False)
+        text = _ENCODER.encode(obj)
     except ValueError:
         plain = json.loads(json.dumps(obj, default=_json_default))
         text = json.dumps(_without_nan(plain), ensure_ascii=False, allow_nan=False)

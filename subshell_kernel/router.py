@@ -44,7 +44,7 @@ class Outbox:
             sock.setsockopt(zmq.SNDHWM, 0)
             sock.setsockopt(zmq.LINGER, 1000)
             sock.connect(self.address)
-        sock.send_multipart([channel, *frames], copy=False)
+        sock.send_multipart([channel, *frames])  # copying beats zero-copy Frames for small parts
 
     def close_thread_socket(self) -> None:
         sock = getattr(self._local, "socket", None)

@@ -1,0 +1,1070 @@
+#!/usr/bin/env python
+"""Benchmark our kernel against ipykernel, side by side, in one run.
+
+    python benchmarks/run.py [--quick] [--kernels subshell,python3] [--out benchmarks/results.json]
+
+Both kernels are launched from a temporary kernelspec directory that points at
+``sys.executable``, so the run does not depend on what is installed. Each
+benchmark runs in rounds that alternate between the kernels (A, B, A, B, ...)
+so that noise from the shared machine hits both. Clients talk to the kernels
+over raw ZMQ sockets with ``jupyter_client.session.Session``; both kernels are
+measured by exactly the same client code.
+
+The first kernel in ``--kernels`` is "ours", the second the baseline; the ratio
+column is ours / baseline (for throughput rows higher is better, for all others
+lower is better). See benchmarks/README.md for what each row measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import jupyter_client
+import zmq
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
+
+# Kernels we know how to launch without relying on installed kernelspecs.
+# Any other name falls back to the installed kernelspec of that name.
+KERNEL_ARGV = {
+    "subshell": [sys.executable, "-m", "subshell_kernel", "-f", "{connection_file}"],
+    "python3": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+}
+
+NEVER = float("inf")  # an interrupt that did not produce a reply in time
+
+
+# --------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    startups: int = 5  # kernel launches per kernel
+    rtt_rounds: int = 6
+    rtt_per_round: int = 50  # 6 x 50 = 300 timed requests
+    rtt_warmup: int = 20
+    pipeline_n: int = 2000
+    pipeline_rounds: int = 2
+    create_rounds: int = 2
+    create_pairs: int = 50  # create+delete pairs per round
+    busy_rounds: int = 3
+    busy_seconds: float = 2.0  # how long the parent cell stays busy per round
+    concurrent_ns: tuple[int, ...] = (1, 2, 4, 8, 16)
+    concurrent_rounds: int = 2
+    footprint_counts: tuple[int, ...] = (10, 100)
+    print_lines: int = 100_000
+    print_rounds: int = 2
+    print_late_rounds: int = 1  # print again after the subshell benchmarks (0: skip)
+    interrupt_rounds: int = 2
+    interrupt_delay: float = 0.5  # seconds between sending the cell and SIGINT
+    interrupt_timeout: float = 5.0  # after this, the interrupt counts as "never"
+    timeout: float = 10.0  # timeout for a single reply; long operations add to it
+
+
+DEFAULT = Config()
+QUICK = replace(
+    DEFAULT,
+    startups=2,
+    rtt_rounds=2,
+    rtt_warmup=10,
+    pipeline_n=500,
+    pipeline_rounds=1,
+    create_rounds=1,
+    create_pairs=20,
+    busy_rounds=1,
+    busy_seconds=0.75,
+    concurrent_ns=(1, 16),
+    concurrent_rounds=1,
+    print_rounds=1,
+    print_late_rounds=0,
+    interrupt_rounds=1,
+)
+
+
+# --------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------
+
+
+class BenchError(Exception):
+    """A benchmark could not produce a valid measurement."""
+
+
+class Timeout(BenchError):
+    pass
+
+
+class NotSupported(Exception):
+    """The kernel lacks a feature the benchmark needs; the row shows n/a."""
+
+
+# --------------------------------------------------------------------------
+# Kernel: a started kernel with raw client sockets
+# --------------------------------------------------------------------------
+
+
+def execute_content(code: str) -> dict:
+    return {
+        "code": code,
+        "silent": False,
+        "store_history": False,
+        "user_expressions": {},
+        "allow_stdin": False,
+        # An error (e.g. KeyboardInterrupt) must not abort the requests that follow.
+        "stop_on_error": False,
+    }
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    """Fields of /proc/<pid>/status."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
+
+
+class Kernel:
+    """A kernel process plus shell/control/iopub sockets and a mailbox.
+
+    Incoming messages are filed by the msg_id of their parent request:
+    ``replies`` (shell and control replies), ``iopub`` (all iopub messages)
+    and ``idle`` (requests whose status: idle has been seen). ``comm_echoes``
+    collects the ``seq`` values of comm_msg data per comm_id.
+    """
+
+    def __init__(self, name: str, label: str, spec_manager: KernelSpecManager, workdir: Path):
+        self.name = name
+        self.label = label
+        self.spec_manager = spec_manager
+        self.workdir = workdir
+        stem = workdir / f"{label.replace('/', '_')}-{uuid.uuid4().hex[:8]}"
+        self.km = KernelManager(kernel_name=name, kernel_spec_manager=spec_manager,
+                                connection_file=f"{stem}.json")
+        self.context = zmq.Context.instance()
+        self.sockets: dict[str, zmq.Socket] = {}
+        self.poller = zmq.Poller()
+        self.info: dict = {}
+        self.log_path = stem.with_suffix(".log")
+        self._log = None
+        self.reset()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> float:
+        """Launch the kernel; return seconds from launch to the first kernel_info_reply."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+        self._log = open(self.log_path, "ab")
+        start = time.perf_counter()
+        self.km.start_kernel(env=env, stdout=self._log, stderr=self._log)
+        self._connect()
+        reply = self._first_kernel_info(timeout)
+        elapsed = time.perf_counter() - start
+        self.info = reply["content"]
+        self._wait_for_iopub()
+        return elapsed
+
+    def spawn(self) -> Kernel:
+        """A new, not yet started Kernel from the same kernelspec."""
+        return Kernel(self.name, self.label, self.spec_manager, self.workdir)
+
+    def restart(self) -> None:
+        self._close_sockets()
+        self.km.restart_kernel(now=True)
+        self._connect()
+        self.info = self._first_kernel_info(30.0)["content"]
+        self._wait_for_iopub()
+
+    def shutdown(self, now: bool = False) -> None:
+        self._close_sockets()
+        try:
+            if self.km.has_kernel:
+                self.km.shutdown_kernel(now=now)
+        finally:
+            if self._log:
+                self._log.close()
+                self._log = None
+
+    def recover(self) -> None:
+        """After a failed benchmark: restart, so the next benchmark gets a clean kernel
+        (a failure may leave wedged subshells or a busy cell behind)."""
+        print(f"    [{self.label}] restarting kernel", flush=True)
+        self.restart()
+        self.reset()
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    @property
+    def pid(self) -> int:
+        return self.km.provisioner.process.pid
+
+    @property
+    def supports_subshells(self) -> bool:
+        return "kernel subshells" in self.info.get("supported_features", [])
+
+    @property
+    def implementation(self) -> str:
+        info = self.info
+        return f"{info.get('implementation', '?')} {info.get('implementation_version', '')}"
+
+    # -- sockets -----------------------------------------------------------
+
+    def _connect(self) -> None:
+        info = self.km.get_connection_info()
+        self.session = self.km.session
+
+        def url(channel: str) -> str:
+            port = info[f"{channel}_port"]
+            if info["transport"] == "tcp":
+                return f"tcp://{info['ip']}:{port}"
+            return f"{info['transport']}://{info['ip']}-{port}"
+
+        self.poller = zmq.Poller()
+        for channel, kind in (("shell", zmq.DEALER), ("control", zmq.DEALER), ("iopub", zmq.SUB)):
+            sock = self.context.socket(kind)
+            sock.linger = 0
+            if kind == zmq.DEALER:
+                sock.identity = self.session.bsession
+            else:
+                sock.rcvhwm = 0  # never drop iopub messages on our side
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.connect(url(channel))
+            self.sockets[channel] = sock
+            self.poller.register(sock, zmq.POLLIN)
+        self._channel_of = {sock: channel for channel, sock in self.sockets.items()}
+
+    def _close_sockets(self) -> None:
+        for sock in self.sockets.values():
+            sock.close(linger=0)
+        self.sockets.clear()
+        self.poller = zmq.Poller()
+
+    def _first_kernel_info(self, timeout: float) -> dict:
+        """Send kernel_info_request (re-sent every second) until one is answered."""
+        deadline = time.perf_counter() + timeout
+        sent: list[str] = []
+        while True:
+            sent.append(self.send("shell", "kernel_info_request"))
+            resend_at = min(time.perf_counter() + 1.0, deadline)
+            while (now := time.perf_counter()) < resend_at:
+                self.pump(resend_at - now)
+                for msg_id in sent:
+                    if msg_id in self.replies:
+                        return self.replies.pop(msg_id)
+            if not self.km.is_alive():
+                raise BenchError(f"kernel process exited during startup; log:\n{self.log_tail()}")
+            if time.perf_counter() >= deadline:
+                raise Timeout(f"no kernel_info_reply within {timeout}s; log:\n{self.log_tail()}")
+
+    def _wait_for_iopub(self, timeout: float = 10.0) -> None:
+        """Make sure our iopub subscription is live (a SUB socket joins late)."""
+        deadline = time.perf_counter() + timeout
+        while not self.iopub:
+            if time.perf_counter() >= deadline:
+                raise Timeout("iopub subscription never delivered a message")
+            self.send("shell", "kernel_info_request")
+            self.pump(0.2)
+        time.sleep(0.05)
+        self.pump(0)
+        self.reset()
+
+    # -- messaging ---------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget every message received so far."""
+        self.replies: dict[str, dict] = {}
+        self.iopub: dict[str, list[dict]] = defaultdict(list)
+        self.idle: set[str] = set()
+        self.comm_echoes: dict[str, set] = defaultdict(set)
+
+    def send(self, channel: str, msg_type: str, content: dict | None = None,
+             subshell_id: str | None = None) -> str:
+        msg = self.session.msg(msg_type, content or {})
+        if subshell_id is not None:
+            msg["header"]["subshell_id"] = subshell_id
+        self.session.send(self.sockets[channel], msg)
+        return msg["header"]["msg_id"]
+
+    def pump(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for input, then file everything readable."""
+        for sock, _ in self.poller.poll(max(0, int(timeout * 1000))):
+            channel = self._channel_of[sock]
+            while True:
+                _, msg = self.session.recv(sock, mode=zmq.NOBLOCK)
+                if msg is None:
+                    break
+                self._file(channel, msg)
+
+    def _file(self, channel: str, msg: dict) -> None:
+        parent_id = msg["parent_header"].get("msg_id")
+        if channel != "iopub":
+            self.replies[parent_id] = msg
+            return
+        self.iopub[parent_id].append(msg)
+        msg_type = msg["msg_type"]
+        if msg_type == "status" and msg["content"].get("execution_state") == "idle":
+            self.idle.add(parent_id)
+        elif msg_type == "comm_msg":
+            data = msg["content"].get("data")
+            if isinstance(data, dict) and "seq" in data:
+                self.comm_echoes[msg["content"].get("comm_id")].add(data["seq"])
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.perf_counter() + timeout
+        while not condition():
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise Timeout(f"timed out after {timeout:g}s waiting for {what}")
+            self.pump(remaining)
+
+    def reply(self, msg_id: str, timeout: float, what: str = "reply") -> dict:
+        self.wait_until(lambda: msg_id in self.replies, timeout, what)
+        return self.replies.pop(msg_id)
+
+    def request(self, channel: str, msg_type: str, content: dict | None = None,
+                subshell_id: str | None = None, timeout: float = 10.0) -> dict:
+        msg_id = self.send(channel, msg_type, content, subshell_id)
+        return self.reply(msg_id, timeout, msg_type.replace("_request", "_reply"))
+
+    def submit(self, code: str, subshell_id: str | None = None) -> str:
+        return self.send("shell", "execute_request", execute_content(code), subshell_id)
+
+    def started(self, msg_id: str) -> bool:
+        return any(m["msg_type"] == "execute_input" for m in self.iopub.get(msg_id, ()))
+
+    def finish(self, msg_id: str, timeout: float) -> tuple[dict, list[dict]]:
+        """Wait for execute_reply AND status: idle of a request; return (reply, its iopub msgs)."""
+        self.wait_until(lambda: msg_id in self.replies and msg_id in self.idle, timeout,
+                        "execute_reply and status: idle")
+        self.idle.discard(msg_id)
+        return self.replies.pop(msg_id), self.iopub.pop(msg_id, [])
+
+    def execute(self, code: str, subshell_id: str | None = None, timeout: float = 10.0,
+                check: bool = True) -> dict:
+        reply, _ = self.finish(self.submit(code, subshell_id), timeout)
+        if check and reply["content"].get("status") != "ok":
+            content = reply["content"]
+            raise BenchError(f"execute failed: {content.get('ename')}: {content.get('evalue')}")
+        return reply
+
+    # -- subshells ---------------------------------------------------------
+
+    def require_subshells(self) -> None:
+        if not self.supports_subshells:
+            raise NotSupported("'kernel subshells' not in supported_features")
+
+    def create_subshell(self) -> str:
+        content = self.request("control", "create_subshell_request")["content"]
+        if content.get("status") != "ok":
+            raise BenchError(f"create_subshell failed: {content}")
+        return content["subshell_id"]
+
+    def delete_subshell(self, subshell_id: str) -> None:
+        content = self.request("control", "delete_subshell_request",
+                               {"subshell_id": subshell_id})["content"]
+        if content.get("status") != "ok":
+            raise BenchError(f"delete_subshell failed: {content}")
+
+    def delete_subshells(self, subshell_ids: list[str]) -> None:
+        """Best-effort cleanup for ``finally`` blocks: never masks the original error."""
+        for subshell_id in subshell_ids:
+            try:
+                self.request("control", "delete_subshell_request",
+                             {"subshell_id": subshell_id}, timeout=3.0)
+            except Timeout:
+                return  # the kernel is wedged; the runner restarts it
+            except Exception:
+                pass
+
+    def list_subshells(self) -> list[str]:
+        return self.request("control", "list_subshell_request")["content"].get("subshell_id", [])
+
+
+# --------------------------------------------------------------------------
+# Benchmarks. Each function runs ONE round on ONE kernel and returns
+# {row_key: sample or [samples]}; rows declare the units.
+# --------------------------------------------------------------------------
+
+
+def ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000
+
+
+def bench_startup(k: Kernel, cfg: Config) -> dict:
+    fresh = k.spawn()
+    try:
+        return {"startup": fresh.start()}
+    finally:
+        fresh.shutdown(now=True)
+
+
+def bench_execute_rtt(k: Kernel, cfg: Config) -> dict:
+    for _ in range(cfg.rtt_warmup):
+        k.execute("pass")
+    samples = []
+    for _ in range(cfg.rtt_per_round):
+        start = time.perf_counter()
+        k.execute("pass")
+        samples.append(ms_since(start))
+    return {"execute_rtt": samples}
+
+
+def bench_pipeline(k: Kernel, cfg: Config) -> dict:
+    k.execute("pass")
+    start = time.perf_counter()
+    ids = []
+    for i in range(cfg.pipeline_n):
+        ids.append(k.submit("pass"))
+        if i % 64 == 63:
+            k.pump(0)  # keep our receive queues short while sending
+    pending = set(ids)
+    k.wait_until(lambda: pending <= k.replies.keys(), cfg.timeout + cfg.pipeline_n / 100,
+                 f"{cfg.pipeline_n} execute_replies")
+    elapsed = time.perf_counter() - start
+    bad = [i for i in ids if k.replies[i]["content"].get("status") != "ok"]
+    if bad:
+        raise BenchError(f"{len(bad)} of {cfg.pipeline_n} pipelined requests did not succeed")
+    k.wait_until(lambda: ids[-1] in k.idle, cfg.timeout, "final status: idle")
+    return {"pipeline": cfg.pipeline_n / elapsed}
+
+
+def bench_subshell_create(k: Kernel, cfg: Config) -> dict:
+    k.require_subshells()
+    k.delete_subshell(k.create_subshell())  # warm-up
+    created, deleted = [], []
+    for _ in range(cfg.create_pairs):
+        start = time.perf_counter()
+        subshell_id = k.create_subshell()
+        created.append(ms_since(start))
+        start = time.perf_counter()
+        k.delete_subshell(subshell_id)
+        deleted.append(ms_since(start))
+    return {"subshell_create": created, "subshell_delete": deleted}
+
+
+def bench_footprint(k: Kernel, cfg: Config) -> dict:
+    """RSS and thread count with 0, 10, 100 live subshells and after deleting them."""
+    k.require_subshells()
+
+    def snapshot(tag: str) -> dict:
+        time.sleep(0.2)  # let threads start/exit
+        status = proc_status(k.pid)
+        rss_mib = int(status["VmRSS"].split()[0]) / 1024
+        return {f"rss_{tag}": rss_mib, f"threads_{tag}": int(status["Threads"])}
+
+    k.execute("pass")
+    out = snapshot("0")
+    subshells: list[str] = []
+    try:
+        for count in cfg.footprint_counts:
+            while len(subshells) < count:
+                subshells.append(k.create_subshell())
+                # Use each subshell once, so lazily started subshells are counted too.
+                k.execute("pass", subshell_id=subshells[-1])
+            out.update(snapshot(str(count)))
+    except BaseException:
+        k.delete_subshells(subshells)
+        raise
+    for subshell_id in subshells:
+        k.delete_subshell(subshell_id)
+    remaining = k.list_subshells()
+    if remaining:
+        raise BenchError(f"{len(remaining)} subshells still listed after deleting all")
+    out.update(snapshot("deleted"))
+    return out
+
+
+def sample_while_parent_busy(k: Kernel, parent_code: str, probe: Callable[[], float],
+                             cfg: Config) -> list[float]:
+    """Run ``parent_code`` on the main shell and call ``probe`` back to back while it runs.
+
+    A probe during which the parent finished is discarded.
+    """
+    parent = k.submit(parent_code)
+    k.wait_until(lambda: k.started(parent), cfg.timeout, "parent cell to start")
+    samples = []
+    while parent not in k.replies:
+        sample = probe()
+        if parent in k.replies:
+            break
+        samples.append(sample)
+    k.finish(parent, cfg.timeout + cfg.busy_seconds)
+    if not samples:
+        raise BenchError("no probe completed while the parent cell was busy")
+    return samples
+
+
+def sleep_cell(seconds: float) -> str:
+    return f"import time\ntime.sleep({seconds})"
+
+
+def spin_cell(seconds: float) -> str:
+    return f"import time\nt_end = time.time() + {seconds}\nwhile time.time() < t_end:\n    pass"
+
+
+def _subshell_execute_while(k: Kernel, cfg: Config, parent_code: str, key: str) -> dict:
+    k.require_subshells()
+    subshell_id = k.create_subshell()
+    try:
+        k.execute("pass", subshell_id=subshell_id)  # warm-up
+
+        def probe() -> float:
+            start = time.perf_counter()
+            k.execute("pass", subshell_id=subshell_id, timeout=cfg.timeout)
+            return ms_since(start)
+
+        return {key: sample_while_parent_busy(k, parent_code, probe, cfg)}
+    finally:
+        k.delete_subshells([subshell_id])
+
+
+def bench_subshell_during_sleep(k: Kernel, cfg: Config) -> dict:
+    return _subshell_execute_while(k, cfg, sleep_cell(cfg.busy_seconds), "subshell_rtt_sleep")
+
+
+def bench_subshell_during_spin(k: Kernel, cfg: Config) -> dict:
+    return _subshell_execute_while(k, cfg, spin_cell(cfg.busy_seconds), "subshell_rtt_spin")
+
+
+def bench_concurrent(k: Kernel, cfg: Config) -> dict:
+    """N subshells each run time.sleep(1) at once: wall time until every execute_reply."""
+    k.require_subshells()
+    out = {}
+    for n in cfg.concurrent_ns:
+        subshells = [k.create_subshell() for _ in range(n)]
+        try:
+            for subshell_id in subshells:
+                k.execute("import time", subshell_id=subshell_id)
+            start = time.perf_counter()
+            ids = {k.submit("time.sleep(1)", subshell_id=s) for s in subshells}
+            k.wait_until(lambda: ids <= k.replies.keys(), cfg.timeout + n,
+                         f"{n} execute_replies")
+            out[f"concurrent_{n}"] = time.perf_counter() - start
+            for msg_id in ids:
+                k.finish(msg_id, cfg.timeout)
+        finally:
+            k.delete_subshells(subshells)
+    return out
+
+
+COMM_SETUP = """\
+import comm as _bench_comm
+
+def _bench_echo_target(c, msg):
+    c.on_msg(lambda m: c.send(m["content"]["data"]))
+
+_bench_comm.get_comm_manager().register_target("bench_echo", _bench_echo_target)
+"""
+
+_comm_seq = itertools.count()
+
+
+def bench_comm(k: Kernel, cfg: Config) -> dict:
+    """comm_msg echo round trip on a subshell while the parent sleeps."""
+    k.require_subshells()
+    try:
+        k.execute(COMM_SETUP)
+    except BenchError as e:
+        raise NotSupported(f"cannot register comm target: {e}") from None
+    subshell_id = k.create_subshell()
+    comm_id = uuid.uuid4().hex
+    try:
+        k.send("shell", "comm_open", {"comm_id": comm_id, "target_name": "bench_echo", "data": {}},
+               subshell_id=subshell_id)
+
+        def probe(timeout: float = cfg.timeout) -> float:
+            seq = next(_comm_seq)
+            start = time.perf_counter()
+            k.send("shell", "comm_msg", {"comm_id": comm_id, "data": {"seq": seq}},
+                   subshell_id=subshell_id)
+            k.wait_until(lambda: seq in k.comm_echoes[comm_id], timeout, "comm_msg echo")
+            return ms_since(start)
+
+        try:
+            probe(timeout=5.0)  # warm-up; also tells whether comms work at all
+        except Timeout:
+            raise NotSupported("no comm_msg echo on iopub (kernel idle)") from None
+        samples = sample_while_parent_busy(k, sleep_cell(cfg.busy_seconds), probe, cfg)
+        k.send("shell", "comm_close", {"comm_id": comm_id, "data": {}}, subshell_id=subshell_id)
+        return {"comm_rtt": samples}
+    finally:
+        k.delete_subshells([subshell_id])
+
+
+def bench_print(k: Kernel, cfg: Config) -> dict:
+    n = cfg.print_lines
+    start = time.perf_counter()
+    reply, iopub = k.finish(k.submit(f"for i in range({n}):\n    print(i)"), cfg.timeout * 6)
+    elapsed = time.perf_counter() - start
+    if reply["content"].get("status") != "ok":
+        raise BenchError(f"cell failed: {reply['content'].get('ename')}")
+    text = "".join(m["content"]["text"] for m in iopub
+                   if m["msg_type"] == "stream" and m["content"].get("name") == "stdout")
+    expected = "".join(f"{i}\n" for i in range(n))
+    if text != expected:
+        got = text.splitlines()
+        first_bad = next((i for i, line in enumerate(got) if line != str(i)), len(got))
+        raise BenchError(f"output mismatch after {elapsed:.2f}s: {len(got)} of {n} lines, "
+                         f"first wrong/missing line at index {first_bad}")
+    return {"print": elapsed}
+
+
+def bench_print_late(k: Kernel, cfg: Config) -> dict:
+    """The same, on a kernel that has by now created and deleted many subshells."""
+    return {"print_late": bench_print(k, cfg)["print"]}
+
+
+INTERRUPT_CELLS = {
+    "interrupt_sleep": "import time\ntime.sleep(30)",
+    "interrupt_spin": "while True:\n    pass",
+    "interrupt_async": "import asyncio\nawait asyncio.sleep(30)",
+}
+
+
+def bench_interrupt(k: Kernel, cfg: Config) -> dict:
+    out = {}
+    for key, code in INTERRUPT_CELLS.items():
+        sent = time.perf_counter()
+        msg_id = k.submit(code)
+        k.wait_until(lambda: k.started(msg_id), cfg.timeout, "cell to start")
+        time.sleep(max(0.0, cfg.interrupt_delay - (time.perf_counter() - sent)))
+        start = time.perf_counter()
+        k.km.interrupt_kernel()
+        try:
+            k.reply(msg_id, cfg.interrupt_timeout, "execute_reply after interrupt")
+            out[key] = time.perf_counter() - start
+            k.wait_until(lambda: msg_id in k.idle, cfg.timeout, "status: idle")
+        except Timeout:
+            out[key] = NEVER
+            print(f"    [{k.label}] {key}: no reply within {cfg.interrupt_timeout:g}s; restarting",
+                  flush=True)
+            k.restart()
+        k.reset()
+    return out
+
+
+# --------------------------------------------------------------------------
+# Plan: benchmarks, their rows and rounds
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    title: str
+    unit: str
+    better: str = "lower"  # or "higher"
+
+
+@dataclass(frozen=True)
+class Bench:
+    name: str
+    func: Callable[[Kernel, Config], dict]
+    rows: tuple[Row, ...]
+    rounds: int
+
+
+def plan(cfg: Config) -> list[Bench]:
+    busy = f"{cfg.busy_seconds:g}s"
+    footprint_tags = ["0", *map(str, cfg.footprint_counts), "deleted"]
+
+    def subshells(tag: str) -> str:
+        return "after delete all" if tag == "deleted" else f"{tag} subshells"
+
+    benches = [
+        Bench("startup", bench_startup,
+              (Row("startup", "startup: launch -> kernel_info_reply", "s"),), cfg.startups),
+        Bench("execute", bench_execute_rtt,
+              (Row("execute_rtt", "execute `pass` rtt (reply+idle)", "ms"),), cfg.rtt_rounds),
+        Bench("pipeline", bench_pipeline,
+              (Row("pipeline", f"pipelined {cfg.pipeline_n} x `pass`", "msg/s", "higher"),),
+              cfg.pipeline_rounds),
+        Bench("print", bench_print,
+              (Row("print", f"{cfg.print_lines} x print(i) -> idle, verified", "s"),),
+              cfg.print_rounds),
+        Bench("subshell-create", bench_subshell_create,
+              (Row("subshell_create", "create_subshell rtt", "ms"),
+               Row("subshell_delete", "delete_subshell rtt", "ms")), cfg.create_rounds),
+        Bench("footprint", bench_footprint,
+              tuple(Row(f"rss_{t}", f"RSS, {subshells(t)}", "MiB") for t in footprint_tags)
+              + tuple(Row(f"threads_{t}", f"threads, {subshells(t)}", "threads")
+                      for t in footprint_tags), 1),
+        Bench("subshell-sleep", bench_subshell_during_sleep,
+              (Row("subshell_rtt_sleep", f"subshell `pass` rtt, parent sleep({busy})", "ms"),),
+              cfg.busy_rounds),
+        Bench("subshell-spin", bench_subshell_during_spin,
+              (Row("subshell_rtt_spin", f"subshell `pass` rtt, parent CPU loop {busy}", "ms"),),
+              cfg.busy_rounds),
+        Bench("concurrent", bench_concurrent,
+              tuple(Row(f"concurrent_{n}", f"{n:>2} subshells x sleep(1): wall", "s")
+                    for n in cfg.concurrent_ns), cfg.concurrent_rounds),
+        Bench("comm", bench_comm,
+              (Row("comm_rtt", f"comm_msg echo on subshell, parent sleep({busy})", "ms"),),
+              cfg.busy_rounds),
+        Bench("print-late", bench_print_late,
+              (Row("print_late", f"{cfg.print_lines} x print(i), after subshell rows", "s"),),
+              cfg.print_late_rounds),
+        Bench("interrupt", bench_interrupt,
+              (Row("interrupt_sleep", "interrupt: time.sleep(30)", "s"),
+               Row("interrupt_spin", "interrupt: while True: pass", "s"),
+               Row("interrupt_async", "interrupt: await asyncio.sleep(30)", "s")),
+              cfg.interrupt_rounds),
+    ]
+    return [b for b in benches if b.rounds > 0]
+
+
+# --------------------------------------------------------------------------
+# Statistics and running
+# --------------------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated percentile, q in [0, 100]."""
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    pos = (len(sorted_values) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    if sorted_values[hi] == NEVER:
+        return NEVER if pos > lo or sorted_values[lo] == NEVER else sorted_values[lo]
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def summarize(samples: list[float]) -> dict:
+    values = sorted(samples)
+    summary = {
+        "n": len(values),
+        "median": percentile(values, 50),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+        "min": values[0],
+        "max": values[-1],
+    }
+    if len(values) <= 20:
+        summary["samples"] = samples
+    return summary
+
+
+def where(exc: BaseException) -> str:
+    """file:line of the innermost frame of this script in a traceback."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == __file__]
+    frame = frames[-1] if frames else traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+
+
+def run_bench(bench: Bench, kernels: list[Kernel], cfg: Config, dead: dict[str, str]) -> dict:
+    """Run all rounds of one benchmark, alternating kernels; return {row_key: {label: result}}."""
+    samples: dict[str, dict[str, list[float]]] = {k.label: defaultdict(list) for k in kernels}
+    outcome: dict[str, dict] = {}  # label -> n/a or error result, once one happened
+    for k in kernels:
+        if k.label in dead and bench.name != "startup":
+            outcome[k.label] = {"status": "error", "error": dead[k.label]}
+
+    for round_no in range(bench.rounds):
+        for k in kernels:
+            if k.label in outcome:
+                continue
+            try:
+                for key, value in bench.func(k, cfg).items():
+                    samples[k.label][key].extend(value if isinstance(value, list) else [value])
+            except NotSupported as e:
+                outcome[k.label] = {"status": "n/a", "reason": str(e)}
+                print(f"    [{k.label}] n/a: {e}", flush=True)
+            except Exception as e:  # keep going: one broken row must not end the run
+                outcome[k.label] = {"status": "error", "error": f"{type(e).__name__}: {e}"}
+                print(f"    [{k.label}] ERROR in round {round_no + 1} ({where(e)}): "
+                      f"{type(e).__name__}: {e}", flush=True)
+                if bench.name != "startup":
+                    try:
+                        k.recover()
+                    except Exception as e2:
+                        dead[k.label] = f"kernel unrecoverable: {e2}"
+                        print(f"    [{k.label}] could not recover: {e2}", flush=True)
+            finally:
+                if k.label not in dead and bench.name != "startup":
+                    k.reset()
+
+    results: dict[str, dict] = {}
+    for row in bench.rows:
+        results[row.key] = {}
+        for k in kernels:
+            if k.label in outcome:
+                results[row.key][k.label] = outcome[k.label]
+            elif samples[k.label].get(row.key):
+                results[row.key][k.label] = {"status": "ok", **summarize(samples[k.label][row.key])}
+            else:
+                results[row.key][k.label] = {"status": "error", "error": "no samples"}
+    return results
+
+
+def ratio(row_results: dict, labels: list[str]) -> float | None:
+    if len(labels) < 2:
+        return None
+    a, b = (row_results.get(label, {}) for label in labels[:2])
+    if a.get("status") != "ok" or b.get("status") != "ok":
+        return None
+    if NEVER in (a["median"], b["median"]) or b["median"] == 0:
+        return None
+    return a["median"] / b["median"]
+
+
+# --------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------
+
+
+def fmt_number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == NEVER:
+        return "never"
+    magnitude = abs(value)
+    if value == int(value) and magnitude >= 1:
+        return str(int(value))
+    if magnitude >= 100:
+        return f"{value:.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    if magnitude >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def fmt_cell(result: dict | None, field: str) -> str:
+    if not result:
+        return "-"
+    if result["status"] != "ok":
+        return result["status"]
+    if field != "median" and result["n"] < 10:
+        return "-"  # percentiles of a handful of samples mean little
+    return fmt_number(result[field])
+
+
+def print_table(rows: list[dict], labels: list[str]) -> None:
+    """Columns: row, unit, medians, ratio A/B, p90s, p99s; A/B stand for the kernels."""
+    letters = "AB"[: len(labels)]
+    print()
+    for letter, label in zip(letters, labels):
+        role = ("ours", "baseline")[letters.index(letter)] if len(labels) > 1 else ""
+        print(f"{letter} = {label}" + (f" ({role})" if role else ""))
+
+    columns = ["row", "unit", *(f"{x} med" for x in letters)]
+    if len(labels) > 1:
+        columns.append("A/B")
+    for field in ("p90", "p99"):
+        columns += [f"{x} {field}" for x in letters]
+
+    table = []
+    for row in rows:
+        cells = [row["title"], row["unit"]]
+        cells += [fmt_cell(row["results"].get(label), "median") for label in labels]
+        if len(labels) > 1:
+            cells.append("-" if row["ratio"] is None else f"{row['ratio']:.2f}")
+        for field in ("p90", "p99"):
+            cells += [fmt_cell(row["results"].get(label), field) for label in labels]
+        table.append(cells)
+
+    widths = [max(len(r[i]) for r in [columns, *table]) for i in range(len(columns))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+
+    header = line(columns)
+    print("\n" + header + "\n" + "-" * len(header))
+    for cells in table:
+        print(line(cells))
+
+    # Rows that were not measured, grouped by kernel and reason.
+    notes: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for row in rows:
+        for label, result in row["results"].items():
+            if result["status"] != "ok":
+                detail = (result.get("reason") or result.get("error", "")).splitlines()[0]
+                notes[label, f"{result['status']}: {detail}"].append(row["title"].strip())
+    if notes:
+        print("\nnot measured:")
+        for (label, why), titles in notes.items():
+            print(f"  [{label}] {why}\n      rows: {'; '.join(titles)}")
+    print("\nmed = median; p90/p99 shown only with >= 10 samples", end="")
+    if len(labels) > 1:
+        print("; A/B = ratio of medians (msg/s: higher is better, otherwise lower is better)")
+    else:
+        print()
+
+
+def jsonable(value):
+    """Round floats; replace infinities (interrupts that never returned) by 'never'."""
+    if isinstance(value, float):
+        return "never" if value == NEVER else float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+
+def make_spec_manager(names: list[str], directory: Path) -> KernelSpecManager:
+    """A KernelSpecManager that sees only our temporary kernelspecs (plus installed ones
+    for names we do not know how to launch)."""
+    kernels_dir = directory / "kernels"
+    for name in set(names) & KERNEL_ARGV.keys():
+        spec_dir = kernels_dir / name
+        spec_dir.mkdir(parents=True, exist_ok=True)
+        spec = {
+            "argv": KERNEL_ARGV[name],
+            "display_name": f"{name} (benchmark)",
+            "language": "python",
+            "interrupt_mode": "signal",
+        }
+        (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+    if set(names) <= KERNEL_ARGV.keys():
+        return KernelSpecManager(kernel_dirs=[str(kernels_dir)], ensure_native_kernel=False)
+    return KernelSpecManager(kernel_dirs=[str(kernels_dir), *KernelSpecManager().kernel_dirs])
+
+
+def spec_argv(k: Kernel) -> list[str] | None:
+    try:
+        return k.spec_manager.get_kernel_spec(k.name).argv
+    except Exception:
+        return None
+
+
+def unique_labels(names: list[str]) -> list[str]:
+    labels = []
+    for name in names:
+        label, n = name, 1
+        while label in labels:
+            n += 1
+            label = f"{name}#{n}"
+        labels.append(label)
+    return labels
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (about 40 s)")
+    parser.add_argument("--kernels", default="subshell,python3",
+                        help="comma-separated kernelspec names, ours first (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=HERE / "results.json",
+                        help="JSON results file (default: benchmarks/results.json)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated benchmark names to run (default: all); one of "
+                             + ", ".join(b.name for b in plan(DEFAULT)))
+    args = parser.parse_args(argv)
+    args.kernel_names = [n.strip() for n in args.kernels.split(",") if n.strip()]
+    if not 1 <= len(args.kernel_names) <= 2:
+        parser.error("--kernels takes one or two kernelspec names")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = QUICK if args.quick else DEFAULT
+    benches = plan(cfg)
+    if args.only:
+        wanted = {n.strip() for n in args.only.split(",")}
+        unknown = wanted - {b.name for b in plan(DEFAULT)}
+        if unknown:
+            print(f"unknown benchmark(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        benches = [b for b in benches if b.name in wanted]
+
+    labels = unique_labels(args.kernel_names)
+    began = time.perf_counter()
+    load_before = os.getloadavg()
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="kernel-bench-") as tmp:
+        workdir = Path(tmp)
+        spec_manager = make_spec_manager(args.kernel_names, workdir)
+        kernels = [Kernel(name, label, spec_manager, workdir)
+                   for name, label in zip(args.kernel_names, labels)]
+        dead: dict[str, str] = {}  # label -> why its long-lived kernel is unusable
+        try:
+            for k in kernels:
+                try:
+                    k.start()
+                    print(f"{k.label}: {k.implementation}, pid {k.pid}, "
+                          f"subshells: {'yes' if k.supports_subshells else 'no'}", flush=True)
+                except Exception as e:
+                    dead[k.label] = f"kernel failed to start: {e}"
+                    print(f"{k.label}: FAILED TO START: {e}", flush=True)
+            for bench in benches:
+                print(f"== {bench.name} ({bench.rounds} round{'s' * (bench.rounds > 1)})",
+                      flush=True)
+                bench_start = time.perf_counter()
+                results = run_bench(bench, kernels, cfg, dead)
+                print(f"   {time.perf_counter() - bench_start:.1f} s", flush=True)
+                for row in bench.rows:
+                    rows.append({**row.__dict__, "results": results[row.key],
+                                 "ratio": ratio(results[row.key], labels)})
+        except KeyboardInterrupt:
+            print("\ninterrupted; reporting what was measured", file=sys.stderr)
+        finally:
+            for k in kernels:
+                try:
+                    k.shutdown()
+                except Exception as e:
+                    print(f"{k.label}: shutdown failed: {e}", file=sys.stderr)
+
+    print_table(rows, labels)
+    report = {
+        "meta": {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "quick": args.quick,
+            "config": cfg.__dict__,
+            "duration_s": round(time.perf_counter() - began, 1),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+            "jupyter_client": jupyter_client.__version__,
+            "pyzmq": zmq.__version__,
+            "ratio": f"{labels[0]} / {labels[1]}" if len(labels) > 1 else None,
+        },
+        "kernels": [
+            {"label": k.label, "kernelspec": k.name, "argv": spec_argv(k), "kernel_info": k.info}
+            for k in kernels
+        ],
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(jsonable(report), indent=1) + "\n")
+    print(f"\nwrote {args.out} ({report['meta']['duration_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
