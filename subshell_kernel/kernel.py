@@ -113,6 +113,11 @@ class Kernel(LoggingConfigurable):
             sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
+        public, secret = self.connection.get("curve_publickey"), self.connection.get("curve_secretkey")
+        if public and secret:  # CurveZMQ: encrypted, and only clients with the keys get in
+            sock.curve_secretkey = secret.encode() if isinstance(secret, str) else secret
+            sock.curve_publickey = public.encode() if isinstance(public, str) else public
+            sock.curve_server = True
         transport = self.connection.get("transport", "tcp")
         ip = self.connection.get("ip") or self.ip
         port = int(self.connection.get(f"{name}_port") or 0)

@@ -19,7 +19,7 @@ def kernel_json(display_name: str = "Python 3 (subshell)", python: str | None = 
         "language": "python",
         "interrupt_mode": "signal",
         "kernel_protocol_version": PROTOCOL_VERSION,
-        "metadata": {"debugger": False},
+        "metadata": {"debugger": False, "supported_encryption": ["curve"]},
     }
 
 
