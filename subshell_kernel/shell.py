@@ -56,6 +56,7 @@ class SubshellState:
     def history_manager(self) -> HistoryManager:
         if self._history_manager is None:  # created on first use: subshell creation stays cheap
             self._history_manager = HistoryManager(shell=self.shell, parent=self.shell)
+            self.shell.child_history_sessions.add(self._history_manager.session_number)
         return self._history_manager
 
     def close(self) -> None:
@@ -168,6 +169,8 @@ class KernelShell(InteractiveShell):
     kernel: Any = None
 
     def __init__(self, **kwargs):
+        #: history sessions of child subshells (each child is a session of its own)
+        self.child_history_sessions: set[int] = set()
         self._states = _ThreadStates()
         self._parent_state: SubshellState | None = None
         super().__init__(**kwargs)

@@ -41,6 +41,10 @@ INTERRUPTED = object()  # put into an input() waiter to interrupt it
 
 
 class Subshell:
+    #: seconds an ``await`` cell's loop has to run the cancel before the
+    #: interrupt is raised into the thread as for blocking code
+    CANCEL_GRACE = 0.2
+
     def __init__(self, kernel: Kernel, subshell_id: str | None, state: SubshellState):
         self.kernel = kernel
         self.id = subshell_id
@@ -52,6 +56,8 @@ class Subshell:
         self._lock = threading.RLock()
         self._running: str | None = None
         self._scope: anyio.CancelScope | None = None
+        self._cancel_landed: anyio.CancelScope | None = None
+        self._async_blocked = False  # an await cell that is blocking its loop
         self._abort_remaining = 0
         self._ready = threading.Event()
         self._done = threading.Event()
@@ -108,8 +114,12 @@ class Subshell:
                 return False
             if self.input_waiter is not None:  # blocked in input(): wake it with the interrupt
                 self.input_waiter.put(INTERRUPTED)
-            elif running == "async":
-                self._call_soon(self._scope.cancel)
+            elif running == "async" and not self._async_blocked:
+                scope = self._scope
+                self._call_soon(self._cancel_cell, scope)
+                timer = threading.Timer(self.CANCEL_GRACE, self._escalate_if_blocked, (scope,))
+                timer.daemon = True
+                timer.start()
             elif self.is_main:
                 if threading.get_ident() == self.thread_ident:  # in the SIGINT handler
                     raise KeyboardInterrupt
@@ -117,6 +127,22 @@ class Subshell:
             else:
                 raise_in_thread(self.thread_ident, KeyboardInterrupt)
             return True
+
+    def _cancel_cell(self, scope: anyio.CancelScope) -> None:
+        """On this subshell's loop: the interrupt of an ``await`` cell lands."""
+        self._cancel_landed = scope
+        scope.cancel()
+
+    def _escalate_if_blocked(self, scope: anyio.CancelScope) -> None:
+        """An ``await`` cell whose loop did not run the cancel is blocking its thread
+        (``await x; while True: pass``): interrupt it as blocking code instead."""
+        with self._lock:
+            if self._running != "async" or self._scope is not scope:
+                return
+            if self._cancel_landed is scope:
+                return
+            self._async_blocked = True
+        self.interrupt()
 
     def set_running(self, kind: str | None, scope: anyio.CancelScope | None = None) -> None:
         if kind is not None:
@@ -127,6 +153,7 @@ class Subshell:
             try:
                 with self._lock:
                     self._running = self._scope = None
+                    self._async_blocked = False
                     if not self.is_main:
                         clear_pending_exception(self.thread_ident)
                 return
