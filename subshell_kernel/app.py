@@ -57,6 +57,23 @@ class SubshellKernelApp(Application):
     aliases = {"f": "SubshellKernelApp.connection_file"}
     subcommands = {"install": (InstallApp, InstallApp.description)}
 
+    def initialize(self, argv=None) -> None:
+        super().initialize(argv)
+        if self.subapp is None:
+            self._load_jupyter_config()
+
+    def _load_jupyter_config(self) -> None:
+        """``subshell_kernel_config.{py,json}`` from the Jupyter config path, as Jupyter apps do.
+
+        Command-line options win over the files.
+        """
+        from jupyter_core.paths import jupyter_config_path
+
+        cli = self.cli_config
+        for path in reversed(jupyter_config_path()):
+            self.load_config_file("subshell_kernel_config", path=path)
+        self.update_config(cli)
+
     def start(self) -> None:
         if self.subapp is not None:
             return self.subapp.start()

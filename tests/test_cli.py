@@ -1,0 +1,51 @@
+"""The command line: kernelspec install, and configuration through traitlets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from .harness import KernelHarness
+
+
+def test_install_writes_kernelspec_with_name_and_display_name(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "subshell_kernel", "install", "--prefix", str(tmp_path),
+         "--name", "mine", "--display-name", "My Kernel"],
+        check=True, capture_output=True,
+    )
+    spec = json.loads((tmp_path / "share/jupyter/kernels/mine/kernel.json").read_text())
+    assert spec["display_name"] == "My Kernel"
+    assert spec["argv"][1:] == ["-m", "subshell_kernel", "-f", "{connection_file}"]
+    assert spec["interrupt_mode"] == "signal"
+    assert spec["metadata"]["debugger"] is False
+    assert spec["kernel_protocol_version"] == "5.5"
+
+
+def test_default_kernelspec_name_is_subshell(tmp_path):
+    subprocess.run([sys.executable, "-m", "subshell_kernel", "install", "--prefix", str(tmp_path)],
+                   check=True, capture_output=True)
+    assert (tmp_path / "share/jupyter/kernels/subshell/kernel.json").exists()
+
+
+def test_config_file_sets_the_backend(tmp_path, monkeypatch):
+    (tmp_path / "subshell_kernel_config.json").write_text(
+        json.dumps({"SubshellKernel": {"backend": "trio"}})
+    )
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path))
+    k = KernelHarness("subshell")  # the kernel inherits JUPYTER_CONFIG_DIR
+    try:
+        reply, _ = k.run("import sniffio, trio\nawait trio.sleep(0)\nsniffio.current_async_library()")
+        assert reply["content"]["status"] == "ok", reply["content"]
+        info = k.control("kernel_info_request")["content"]
+        assert "(trio)" in info["banner"]
+    finally:
+        k.close()
+
+
+def test_tornado_is_never_imported(kernel):
+    reply, msgs = kernel.run("import sys; print('tornado' in sys.modules)")
+    assert kernel.stdout(reply["parent_header"]["msg_id"]) == "False\n"
+    assert os.environ.get("JUPYTER_PATH")  # the conftest's private kernelspecs are in use
