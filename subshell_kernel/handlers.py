@@ -33,6 +33,7 @@ async def execute(sub: Subshell, msg: Message) -> dict[str, Any]:
     store_history = bool(content.get("store_history", not silent)) and not silent
     shell = sub.kernel.shell
 
+    sub.kernel.last_execute = msg.header
     if silent:
         mute(msg.header)
     else:

@@ -24,11 +24,12 @@ import uuid
 from typing import Any
 
 import zmq
-from traitlets import Enum, Float, Unicode
+from traitlets import Bool, Enum, Float, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import __version__, comms
 from .context import get_parent, propagate_parent_to_threads
+from .fdcapture import FdCapture
 from .control import Control
 from .iopub import IOPub
 from .protocol import PROTOCOL_VERSION, Codec
@@ -90,6 +91,10 @@ class Kernel(LoggingConfigurable):
         0.05, config=True, help="Seconds after a first write before buffered output is sent."
     )
     ip = Unicode("127.0.0.1", config=True, help="Address to bind when not in the connection file.")
+    capture_fd_output = Bool(
+        True, config=True,
+        help="Forward what C code and subprocesses write to file descriptors 1 and 2.",
+    )
 
     def __init__(self, connection: dict[str, Any], **kwargs):
         super().__init__(**kwargs)
@@ -104,6 +109,8 @@ class Kernel(LoggingConfigurable):
         self._shutting_down = False
         self._sigint_parent_only = False
         self._exited = threading.Event()
+        #: header of the execute request that started most recently (fd output goes there)
+        self.last_execute: dict[str, Any] | None = None
 
     # -- startup ----------------------------------------------------------------------
     def _bind(self, kind: int, name: str) -> zmq.Socket:
@@ -145,6 +152,8 @@ class Kernel(LoggingConfigurable):
 
         self.iopub = IOPub(iopub_sock, self.codec, self.flush_interval)
         self.streams = StreamRouter(self.iopub)
+        if self.capture_fd_output:
+            FdCapture(self.streams, lambda: self.last_execute).start()
         self.stdin = Stdin(self)
         self._init_shell()
         self.router = Router(self, shell_sock, stdin_sock, self.codec.fork())

@@ -46,7 +46,10 @@ class StreamRouter:
         iopub.on_flush_due = self.flush_all
 
     def write(self, name: str, text: str) -> None:
-        parent = get_parent()
+        self.write_for(get_parent(), name, text)
+
+    def write_for(self, parent: dict[str, Any] | None, name: str, text: str) -> None:
+        """Buffer ``text`` as output of request ``parent`` (None: no request)."""
         if parent is None:
             key = ""
         elif is_muted(parent):

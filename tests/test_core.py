@@ -899,3 +899,17 @@ def test_shutdown_exits_promptly():
         finally:
             k.close()
     assert all(o[-1] == 0 for o in outcomes), outcomes
+
+
+def test_fd_level_output_is_forwarded(kernel):
+    """C code and subprocesses write to fds 1 and 2 directly; the frontend still sees it."""
+    reply, _ = kernel.run(
+        "import os, time\n"
+        "os.system('echo from-a-subprocess; echo to-fd2 >&2')\n"
+        "os.write(1, b'raw-fd1\\n')\n"
+        "time.sleep(0.3)\n"
+    )
+    msg_id = reply["parent_header"]["msg_id"]
+    assert "from-a-subprocess\n" in kernel.stdout(msg_id)
+    assert "raw-fd1\n" in kernel.stdout(msg_id)
+    assert "to-fd2\n" in kernel.stdout(msg_id, "stderr")
