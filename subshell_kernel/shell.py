@@ -287,19 +287,20 @@ def user_frames_only(tb):
     return new
 
 
-_MACHINERY = None
+_MACHINERY_MODULES = ("asyncio", "anyio", "trio", "outcome", "contextlib", "threading")
 
 
 def _is_machinery(filename: str) -> bool:
-    global _MACHINERY
-    if _MACHINERY is None:
-        import asyncio
-        import contextlib
+    """Is this a frame of the event loop, IPython or this kernel rather than the user's?
 
-        import anyio
-        import outcome
-        import trio
-
-        dirs = [os.path.dirname(m.__file__) + os.sep for m in (asyncio, anyio, trio, outcome)]
-        _MACHINERY = tuple(dirs) + _PACKAGE_DIRS + (threading.__file__, contextlib.__file__)
-    return filename.startswith(_MACHINERY)
+    Looks only at modules already imported (a frame cannot come from another),
+    so the first interrupt does not pay for importing trio.
+    """
+    dirs = list(_PACKAGE_DIRS)
+    for name in _MACHINERY_MODULES:
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if path:
+            is_package = os.path.basename(path) == "__init__.py"
+            dirs.append(os.path.dirname(path) + os.sep if is_package else path)
+    return filename.startswith(tuple(dirs))
