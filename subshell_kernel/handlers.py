@@ -79,8 +79,11 @@ async def _run_cell(sub: Subshell, code: str, store_history: bool, silent: bool,
         transformed, exc_tuple = shell.transform_cell(code), None
     except Exception:
         transformed, exc_tuple = code, sys.exc_info()
-    is_async = exc_tuple is None and shell.should_run_async(
-        code, transformed_cell=transformed, preprocessing_exc_tuple=None
+    # should_run_async compiles the cell; a cell without these words cannot be async
+    is_async = (
+        exc_tuple is None
+        and ("await" in transformed or "async" in transformed)
+        and shell.should_run_async(code, transformed_cell=transformed, preprocessing_exc_tuple=None)
     )
     coro = shell.run_cell_async(
         code,

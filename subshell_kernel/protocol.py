@@ -117,6 +117,7 @@ class Codec:
     """
 
     REPLAY_HISTORY = 2**16
+    RAW_HEADERS_KEPT = 4096
 
     def __init__(self, key: bytes, signature_scheme: str = "hmac-sha256", session_id: str = ""):
         scheme, _, digest = signature_scheme.partition("-")
@@ -126,6 +127,8 @@ class Codec:
         self.session_id = session_id or uuid.uuid4().hex
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._seen_lock = threading.Lock()
+        #: id(header dict) -> (header, its raw bytes), for requests parsed recently
+        self._raw_headers: OrderedDict[int, tuple[dict, bytes]] = OrderedDict()
         # next() on itertools.count is atomic under the GIL: unique ids from any thread
         self._counter = itertools.count()
         self._id_prefix = f"{self.session_id[:8]}_{os.getpid()}_"
@@ -156,6 +159,11 @@ class Codec:
         sub = header.get("subshell_id")
         if sub is not None and not isinstance(sub, str):
             raise ProtocolError("header.subshell_id is not a string")
+        # a request's header is the parent of ~4 messages (busy, outputs, reply, idle):
+        # keep its bytes to echo them verbatim instead of packing it each time
+        self._raw_headers[id(header)] = (header, parts[1])
+        if len(self._raw_headers) > self.RAW_HEADERS_KEPT:
+            self._raw_headers.popitem(last=False)
         return Message(idents, parts, header)
 
     def verify(self, parts: list[bytes]) -> None:
@@ -203,10 +211,12 @@ class Codec:
         self, msg: dict[str, Any], idents: list[bytes] | None = None, buffers: list | None = None
     ) -> list:
         """Wire frames: idents, delimiter, signature, header, parent, metadata, content, buffers."""
+        parent = msg["parent_header"]
+        cached = self._raw_headers.get(id(parent))
         parts = [
             pack(msg["header"]),
-            pack(msg["parent_header"]),
-            pack(msg["metadata"]),
+            cached[1] if cached is not None and cached[0] is parent else pack(parent),
+            pack(msg["metadata"]) if msg["metadata"] else b"{}",
             pack(msg["content"]),
         ]
         frames = [*(idents or []), DELIM, self.sign(parts), *parts]
