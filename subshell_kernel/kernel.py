@@ -42,6 +42,9 @@ from .subshell import Subshell
 log = logging.getLogger(__name__)
 
 
+_KERNEL_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 class Subshells:
     """The registry of subshells; the parent subshell is ``get(None)``."""
 
@@ -147,6 +150,9 @@ class Kernel(LoggingConfigurable):
 
     def start(self, write_connection_to: os.PathLike | None = None) -> None:
         """Run the kernel on the calling (main) thread until shutdown."""
+        # threads inherit the signal mask: ours are started with SIGINT/SIGTERM blocked,
+        # so those signals always wake the main thread (unblocked in _start_io)
+        signal.pthread_sigmask(signal.SIG_BLOCK, _KERNEL_SIGNALS)
         shell_sock = self._bind(zmq.ROUTER, "shell")
         stdin_sock = self._bind(zmq.ROUTER, "stdin")
         control_sock = self._bind(zmq.ROUTER, "control")
@@ -185,7 +191,10 @@ class Kernel(LoggingConfigurable):
         self.control.start()
         self.iopub.status("starting", None)
         log.info("subshell_kernel %s ready (%s backend)", __version__, self.backend)
-        threading.Timer(1.0, self._warm_up_tracebacks).start()
+        warm_up = threading.Timer(1.0, self._warm_up_tracebacks)
+        warm_up.daemon = True
+        warm_up.start()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _KERNEL_SIGNALS)
 
     def _warm_up_tracebacks(self) -> None:
         """Format one traceback off the hot path: IPython loads its formatter lazily,
