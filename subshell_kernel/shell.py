@@ -252,6 +252,14 @@ class KernelShell(InteractiveShell):
         last_error.set(content)
         self.publish("error", content)
 
+    def _format_exception_for_storage(self, exception, filename=None, running_compiled_code=False):
+        """History keeps the error as already shown: IPython would format the
+        traceback a second time (10-30 ms, most of an interrupt's latency)."""
+        shown = last_error.get()
+        if shown is not None:
+            return dict(shown)
+        return super()._format_exception_for_storage(exception, filename, running_compiled_code)
+
     def showtraceback(self, exc_tuple=None, filename=None, tb_offset=None, **kwargs):
         etype, value, tb = exc_tuple or sys.exc_info()
         scope = cell_scope.get()
