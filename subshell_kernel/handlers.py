@@ -15,8 +15,8 @@ import anyio
 from IPython.core.completer import provisionalcompleter, rectify_completions
 from IPython.utils.tokenutil import token_at_cursor
 
-from .protocol import Message, ProtocolError, error_content
 from .context import mute
+from .protocol import Message, ProtocolError, error_content
 from .shell import cell_scope, current_payloads, last_error
 from .stdin import stdin_request
 
@@ -223,7 +223,6 @@ def _comm_handler(name: str):
     async def handle(sub: Subshell, msg: Message) -> None:
         manager = sub.kernel.comm_manager
         getattr(manager, name)(None, msg.idents, msg_as_dict(msg))
-        return None
 
     handle.__name__ = name
     return handle

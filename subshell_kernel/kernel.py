@@ -29,8 +29,8 @@ from traitlets.config import LoggingConfigurable
 
 from . import __version__, comms
 from .context import get_parent, propagate_parent_to_threads
-from .fdcapture import FdCapture
 from .control import Control
+from .fdcapture import FdCapture
 from .iopub import IOPub
 from .protocol import PROTOCOL_VERSION, Codec
 from .router import SHELL, STDIN, STOP, Outbox, Router

@@ -21,6 +21,7 @@ import base64
 import hmac
 import itertools
 import json
+import math
 import numbers
 import os
 import threading
@@ -271,7 +272,7 @@ def pack(obj: Any) -> bytes:
 
 def _without_nan(obj: Any) -> Any:
     if isinstance(obj, float):
-        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: _without_nan(v) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -280,7 +281,7 @@ def _without_nan(obj: Any) -> Any:
 
 
 def reply_type(msg_type: str) -> str:
-    base = msg_type[: -len("_request")] if msg_type.endswith("_request") else msg_type
+    base = msg_type.removesuffix("_request")
     return base + "_reply"
 
 

@@ -28,7 +28,7 @@ from .iopub import IOPub
 
 
 class _Pending:
-    __slots__ = ("parent", "name", "chunks", "size")
+    __slots__ = ("chunks", "name", "parent", "size")
 
     def __init__(self, parent: dict[str, Any] | None, name: str):
         self.parent = parent
