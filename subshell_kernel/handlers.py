@@ -162,7 +162,7 @@ async def history(sub: Subshell, msg: Message) -> dict[str, Any]:
     output, raw = bool(c.get("output", False)), bool(c.get("raw", True))
     kind = c.get("hist_access_type", "tail")
     if kind == "tail":
-        hist = _own_tail(sub, hm, int(c.get("n", 10)), raw, output)
+        hist = hm.get_tail(c.get("n", 10), raw=raw, output=output, include_latest=True)
     elif kind == "range":
         hist = hm.get_range(c.get("session", 0), c.get("start", 1), c.get("stop"), raw=raw,
                             output=output)
@@ -172,25 +172,6 @@ async def history(sub: Subshell, msg: Message) -> dict[str, Any]:
     else:
         raise ProtocolError(f"unknown hist_access_type {kind!r}")
     return {"status": "ok", "history": [list(h) for h in hist]}
-
-
-def _own_tail(sub: Subshell, hm, n: int, raw: bool, output: bool) -> list:
-    """The last ``n`` inputs of this subshell only (JEP 91: history per subshell).
-
-    IPython's ``get_tail`` reads every session in the database, other subshells'
-    included, so we ask its query helper for our sessions: a child subshell's
-    own, or, for the parent, every session but those of child subshells.
-    """
-    hm.writeout_cache()
-    if sub.is_main:
-        others = sorted(sub.kernel.shell.child_history_sessions)
-        where = f"WHERE session NOT IN ({','.join('?' * len(others))}) " if others else ""
-        params: tuple = tuple(others)
-    else:
-        where, params = "WHERE session == ? ", (hm.session_number,)
-    rows = hm._run_sql(where + "ORDER BY session DESC, line DESC LIMIT ?", (*params, n),
-                       raw=raw, output=output)
-    return list(reversed(list(rows)))
 
 
 async def is_complete(sub: Subshell, msg: Message) -> dict[str, Any]:

