@@ -24,6 +24,15 @@ if TYPE_CHECKING:
     from .subshell import Subshell
 
 
+def _field(content: dict, name: str, kind: type | tuple, default: Any) -> Any:
+    """``content[name]``, or ``default``; ProtocolError if it has the wrong type."""
+    value = content.get(name, default)
+    if value is not default and (not isinstance(value, kind) or isinstance(value, bool)
+                                 and kind is int):
+        raise ProtocolError(f"content.{name} has the wrong type: {value!r}")
+    return value
+
+
 async def execute(sub: Subshell, msg: Message) -> dict[str, Any]:
     content = msg.content
     code = content.get("code")
@@ -115,8 +124,8 @@ async def _run_cell(sub: Subshell, code: str, store_history: bool, silent: bool,
 
 
 async def complete(sub: Subshell, msg: Message) -> dict[str, Any]:
-    code = msg.content.get("code", "")
-    cursor_pos = msg.content.get("cursor_pos")
+    code = _field(msg.content, "code", str, "")
+    cursor_pos = _field(msg.content, "cursor_pos", int, None)
     if cursor_pos is None:
         cursor_pos = len(code)
     shell = sub.kernel.shell
@@ -142,9 +151,9 @@ async def complete(sub: Subshell, msg: Message) -> dict[str, Any]:
 
 
 async def inspect(sub: Subshell, msg: Message) -> dict[str, Any]:
-    code = msg.content.get("code", "")
-    cursor_pos = msg.content.get("cursor_pos", len(code))
-    detail = msg.content.get("detail_level", 0)
+    code = _field(msg.content, "code", str, "")
+    cursor_pos = _field(msg.content, "cursor_pos", int, len(code))
+    detail = _field(msg.content, "detail_level", int, 0)
     name = token_at_cursor(code, cursor_pos)
     shell = sub.kernel.shell
     try:
@@ -162,20 +171,21 @@ async def history(sub: Subshell, msg: Message) -> dict[str, Any]:
     output, raw = bool(c.get("output", False)), bool(c.get("raw", True))
     kind = c.get("hist_access_type", "tail")
     if kind == "tail":
-        hist = hm.get_tail(c.get("n", 10), raw=raw, output=output, include_latest=True)
+        n = _field(c, "n", int, 10)
+        hist = hm.get_tail(n, raw=raw, output=output, include_latest=True)
     elif kind == "range":
-        hist = hm.get_range(c.get("session", 0), c.get("start", 1), c.get("stop"), raw=raw,
-                            output=output)
+        hist = hm.get_range(_field(c, "session", int, 0), _field(c, "start", int, 1),
+                            _field(c, "stop", int, None), raw=raw, output=output)
     elif kind == "search":
-        hist = hm.search(c.get("pattern", "*"), raw=raw, output=output, n=c.get("n"),
-                         unique=bool(c.get("unique", False)))
+        hist = hm.search(_field(c, "pattern", str, "*"), raw=raw, output=output,
+                         n=_field(c, "n", int, None), unique=bool(c.get("unique", False)))
     else:
         raise ProtocolError(f"unknown hist_access_type {kind!r}")
     return {"status": "ok", "history": [list(h) for h in hist]}
 
 
 async def is_complete(sub: Subshell, msg: Message) -> dict[str, Any]:
-    code = msg.content.get("code", "")
+    code = _field(msg.content, "code", str, "")
     status, indent = sub.kernel.shell.input_transformer_manager.check_complete(code)
     reply: dict[str, Any] = {"status": status}
     if status == "incomplete":

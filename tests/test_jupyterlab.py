@@ -1,0 +1,479 @@
+"""The widget notebook and a subshell console in a real JupyterLab, driven in Chromium.
+
+What a person does, checked from what the page shows:
+
+1. ``jupyter lab`` (JupyterLab >= 4.4 on jupyter_server) serves a temporary root
+   holding a copy of ``notebooks/01-widgets-during-long-cells.ipynb``; the
+   ``subshell`` kernelspec comes from the temporary JUPYTER_PATH that conftest
+   writes (a subprocess inherits it). ``commsOverSubshells`` is set explicitly to
+   ``perCommTarget`` in ``overrides.json`` of a temporary app settings dir.
+2. Chromium (Debian's ``/usr/bin/chromium``, driven by playwright) opens the
+   notebook and runs its cells in order with Shift+Enter; the widgets render in
+   the output area.
+3. "New Subshell Console for Notebook" is opened from the notebook's context menu.
+4. While the long cell runs: code typed in the console prints before the cell
+   finishes; the slider is dragged from 1 to 2 and the loop prints that it saw
+   it; Stop is clicked and the cell ends early.
+5. The final cell's output, read from the page, says the job was stopped early
+   and saw speed 2.
+
+Screenshots of each step go to ``test-artifacts/jupyterlab/`` (gitignored), with
+the server log and the browser's console messages.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager, suppress
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = "01-widgets-during-long-cells.ipynb"
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts" / "jupyterlab"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+TOKEN = "subshell-kernel-browser-test"
+KERNELS_SETTINGS = "@jupyterlab/apputils-extension:kernels-settings"
+SUBSHELL_CONSOLE_COMMAND = "notebook:create-subshell-console"
+SUBSHELL_CONSOLE_LABEL = "New Subshell Console for Notebook"
+
+# The notebook's cells, by position.
+WIDGETS, RUN_INTRO, LONG, RESULT_INTRO, RESULT = 1, 2, 3, 4, 5
+NEW_SPEED = 2  # the slowest change from 1: the most time left to press Stop
+
+
+def _version(dist: str) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(p) for p in re.findall(r"\d+", metadata.version(dist))[:2])
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _skip_reason() -> str | None:
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is not installed (pip install -e '.[test]')"
+    lab = _version("jupyterlab")
+    if lab is None:
+        return "JupyterLab is not installed (pip install -e '.[test]')"
+    if lab < (4, 4):
+        return f"JupyterLab {metadata.version('jupyterlab')} < 4.4 has no kernel subshells"
+    return None
+
+
+_SKIP = _skip_reason()
+if _SKIP:
+    pytest.skip(_SKIP, allow_module_level=True)
+
+from playwright.sync_api import Page, expect, sync_playwright
+
+# -- the server ----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as r:  # loopback only
+        return json.loads(r.read())
+
+
+def _installed_comms_setting() -> dict:
+    """The ``commsOverSubshells`` property of the installed JupyterLab's schema."""
+    import jupyterlab
+
+    schema = (Path(jupyterlab.__file__).parent / "schemas" / "@jupyterlab"
+              / "apputils-extension" / "kernels-settings.json")
+    assert schema.is_file(), f"no {schema}: this JupyterLab has no kernels settings"
+    props = json.loads(schema.read_text())["properties"]
+    assert "commsOverSubshells" in props, f"{schema} has no commsOverSubshells"
+    return props["commsOverSubshells"]
+
+
+def _installed_subshell_console_entry() -> dict:
+    """The notebook context-menu entry for the subshell console, in the installed schema."""
+    import jupyterlab
+
+    schema = (Path(jupyterlab.__file__).parent / "schemas" / "@jupyterlab"
+              / "notebook-extension" / "tracker.json")
+    items = json.loads(schema.read_text())["jupyter.lab.menus"]["context"]
+    entry = next((i for i in items if i.get("command") == SUBSHELL_CONSOLE_COMMAND), None)
+    assert entry, f"{schema} has no context-menu entry for {SUBSHELL_CONSOLE_COMMAND}"
+    return entry
+
+
+@contextmanager
+def _jupyter_lab(tmp: Path):
+    """Start ``jupyter lab`` on a free loopback port; yield its base URL."""
+    root, settings = tmp / "root", tmp / "app-settings"
+    for d in (root, settings):
+        d.mkdir()
+    shutil.copy(ROOT / "notebooks" / NOTEBOOK, root / NOTEBOOK)
+    # Explicit, whatever this JupyterLab's default is; news and update checks off
+    # (loopback only), so no notification pops up over the page.
+    (settings / "overrides.json").write_text(json.dumps({
+        KERNELS_SETTINGS: {"commsOverSubshells": "perCommTarget"},
+        "@jupyterlab/apputils-extension:notification": {
+            "fetchNews": "false", "checkForUpdates": False,
+        },
+    }))
+    env = dict(os.environ)  # JUPYTER_PATH, IPYTHONDIR: conftest's, with our kernelspecs
+    env.update(
+        JUPYTER_CONFIG_DIR=str(tmp / "config"),
+        JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(tmp / "user-settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
+        PYTHONUNBUFFERED="1",
+    )
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp / "server.log"
+    cmd = [
+        sys.executable, "-m", "jupyterlab",
+        "--no-browser", "--allow-root",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={TOKEN}",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.terminals_enabled=False",
+        f"--LabApp.app_settings_dir={settings}",
+        "--LabApp.extension_manager=readonly",
+    ]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=tmp, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"jupyter lab exited ({proc.returncode}):\n{log_path.read_text()}")
+            try:
+                _get_json(f"{base}/api/status?token={TOKEN}")
+                break
+            except (OSError, urllib.error.URLError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"jupyter lab did not answer in 60 s:\n{log_path.read_text()}")
+                time.sleep(0.2)
+        yield base
+    finally:
+        _stop_server(proc, base)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(log_path, ARTIFACTS / "server.log")
+
+
+def _stop_server(proc: subprocess.Popen, base: str) -> None:
+    """Shut the server down with its kernels; kill what is left of its session."""
+    if proc.poll() is None:
+        try:
+            req = urllib.request.Request(f"{base}/api/shutdown?token={TOKEN}", method="POST")
+            urllib.request.urlopen(req, timeout=5).close()
+        except (OSError, urllib.error.URLError):
+            pass
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+    # Our own process group (start_new_session): the server and any kernel it left.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(5)
+
+
+# -- the page ------------------------------------------------------------------------------
+
+
+class Shots:
+    """Numbered screenshots in test-artifacts/jupyterlab/."""
+
+    def __init__(self, page: Page):
+        self.page, self.n = page, 0
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        for old in ARTIFACTS.glob("*.png"):
+            old.unlink()
+
+    def __call__(self, name: str, locator=None) -> Path:
+        self.n += 1
+        path = ARTIFACTS / f"{self.n:02d}-{name}.png"
+        (locator or self.page).screenshot(path=str(path))
+        return path
+
+
+class Lab:
+    """Locators for the notebook and the console, and what a person does with them."""
+
+    def __init__(self, page: Page):
+        self.page = page
+        self.notebook = page.locator(".jp-NotebookPanel")
+        self.console = page.locator(".jp-ConsolePanel")
+
+    def cell(self, index: int):
+        return self.notebook.locator(
+            f".jp-Notebook .jp-Cell[data-windowed-list-index='{index}']")
+
+    def output(self, index: int):
+        return self.cell(index).locator(".jp-Cell-outputArea")
+
+    def prompt(self, index: int):
+        return self.cell(index).locator(".jp-InputArea-prompt")
+
+    @property
+    def kernel_status(self):
+        return self.notebook.locator(
+            ".jp-NotebookPanel-toolbar [data-jp-item-name='executionProgress']")
+
+    @property
+    def slider(self):
+        return self.output(WIDGETS).locator(".widget-slider")
+
+    def wait_until_done(self, index: int, timeout: float) -> None:
+        expect(self.prompt(index)).to_have_text(re.compile(r"\[\d+\]:"), timeout=timeout)
+
+    def shift_enter(self, times: int = 1) -> None:
+        for _ in range(times):
+            self.page.keyboard.press("Shift+Enter")
+
+    def select(self, index: int) -> None:
+        """Select a cell in command mode, as a click in its prompt area does."""
+        self.prompt(index).click()
+        self.page.keyboard.press("Escape")
+        expect(self.cell(index)).to_have_class(re.compile(r"\bjp-mod-active\b"))
+
+    def drag_slider_to(self, value: int) -> None:
+        """Drag the IntSlider's handle (min 1, max 10) to ``value`` with the mouse."""
+        slider = self.slider
+        slider.scroll_into_view_if_needed()
+        handle = slider.locator(".noUi-handle").bounding_box()
+        base = slider.locator(".noUi-base").bounding_box()
+        assert handle and base, "the slider is not laid out"
+        y = handle["y"] + handle["height"] / 2
+        x = base["x"] + base["width"] * (value - 1) / 9
+        self.page.mouse.move(handle["x"] + handle["width"] / 2, y)
+        self.page.mouse.down()
+        self.page.mouse.move(x, y, steps=4)
+        self.page.mouse.up()
+        expect(slider.locator(".widget-readout")).to_have_text(str(value), timeout=5_000)
+
+
+def _open_notebook(page: Page, lab: Lab, base: str) -> None:
+    page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={TOKEN}&reset", timeout=60_000)
+    # The status bar's "<kernel> | <status>" item: the toolbar alone says "Idle" while
+    # there is "No Kernel" yet, and a cell run then is lost.
+    idle = page.locator(".jp-StatusBar-Left .jp-StatusBar-Item").filter(
+        has_text=re.compile(r"^Python 3 \(subshell\) \| Idle$"))
+    dialog = page.locator(".jp-Dialog")
+    expect(idle.or_(dialog)).to_be_visible(timeout=60_000)
+    if dialog.is_visible():  # "Select Kernel": choose ours
+        dialog.locator("select").select_option(label="Python 3 (subshell)")
+        dialog.locator(".jp-mod-accept").click()
+    expect(idle).to_be_visible(timeout=60_000)
+    expect(lab.kernel_status).to_contain_text("Idle")
+    kernel_name = lab.notebook.locator(".jp-NotebookPanel-toolbar .jp-KernelName")
+    expect(kernel_name).to_have_text("Python 3 (subshell)")
+    # Room for the notebook: fold the file browser away.
+    page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()
+
+
+def _open_subshell_console(page: Page, lab: Lab) -> None:
+    """Right-click in the notebook > New Subshell Console for Notebook."""
+    lab.cell(WIDGETS).locator(".jp-InputArea-editor").click(button="right")
+    item = page.locator(".lm-Menu-item", has_text=SUBSHELL_CONSOLE_LABEL)
+    # The item shows only if the kernel's kernel_info lists "kernel subshells".
+    expect(item, f"no '{SUBSHELL_CONSOLE_LABEL}' in the context menu").to_be_visible(
+        timeout=10_000)
+    item.click()
+    expect(lab.console).to_be_visible(timeout=30_000)
+    banner = lab.console.locator(".jp-CodeConsole-banner")
+    expect(banner).to_contain_text("subshell_kernel", timeout=30_000)  # kernel_info answered
+    expect(lab.console.locator(".jp-CodeConsole-promptCell .cm-content")).to_be_visible()
+
+
+# JS run in the page at each animation frame: the console's output and, at that same
+# instant, the long cell's prompt ("[*]:" while it runs).
+_CONSOLE_AND_PROMPT = """([index, marker]) => {
+  const out = document.querySelector('.jp-ConsolePanel .jp-CodeConsole-content');
+  const text = out ? out.innerText : '';
+  if (!text.includes(marker)) return false;
+  const cell = document.querySelector(
+    `.jp-NotebookPanel .jp-Cell[data-windowed-list-index='${index}'] .jp-InputArea-prompt`);
+  return {console: text, prompt: cell ? cell.innerText : null};
+}"""
+
+
+def _run_in_console_while_busy(page: Page, lab: Lab, shots: Shots, attempt: int) -> dict:
+    """Run code in the console; return its output and the long cell's prompt right then."""
+    marker = f"console {attempt}: 42"
+    lab.console.locator(".jp-CodeConsole-promptCell .cm-content").click()
+    page.keyboard.type(
+        f"import threading; print('console {attempt}:', 6 * 7, 'position', position, "
+        "'thread', threading.current_thread().name)")
+    page.keyboard.press("Shift+Enter")
+    seen = page.wait_for_function(
+        _CONSOLE_AND_PROMPT, arg=[LONG, marker], polling="raf", timeout=10_000,
+    ).json_value()
+    shots("console-output-while-notebook-busy")
+    shots("subshell-console", lab.console)
+    m = re.search(re.escape(marker) + r" position (\d+) thread (\S+)", seen["console"])
+    assert m, seen
+    seen.update(position=int(m.group(1)), thread=m.group(2))
+    return seen
+
+
+def _result_from_page(lab: Lab) -> tuple[str, dict]:
+    out = lab.output(RESULT)
+    expect(out).to_contain_text("speed values the loop saw", timeout=15_000)
+    expect(out.locator(".jp-OutputArea-executeResult")).to_be_visible(timeout=15_000)
+    text = out.inner_text()
+    run = ast.literal_eval(out.locator(".jp-OutputArea-executeResult .jp-OutputArea-output")
+                           .inner_text().strip())
+    return text, run
+
+
+def _notebook_only(page: Page, lab: Lab) -> None:
+    """View > Appearance > Simple Interface, on a tall page: widgets and outputs at once."""
+    page.locator(".lm-MenuBar-item", has_text="View").click()
+    page.locator(".lm-Menu-item", has_text="Appearance").click()
+    page.locator(".lm-Menu-item", has_text="Simple Interface").click()
+    expect(lab.console).to_be_hidden()
+    page.set_viewport_size({"width": 1400, "height": 2000})
+    lab.cell(WIDGETS).scroll_into_view_if_needed()
+    lab.cell(WIDGETS).evaluate("cell => cell.scrollIntoView({block: 'start'})")
+
+
+def _steer_long_cell(page: Page, lab: Lab, shots: Shots, attempt: int,
+                     console: dict) -> tuple[bool, dict]:
+    """Move the slider to NEW_SPEED and press Stop while the long cell runs.
+
+    Also runs code in the subshell console meanwhile, unless ``console`` already has
+    an answer given while the cell ran. Returns (True, console) when Stop was clicked
+    while the cell still ran, (False, console) when the 5 s job ended first (a very
+    slow machine): the caller reruns the cell.
+    """
+    expect(lab.prompt(LONG)).to_have_text("[*]:", timeout=10_000)
+    expect(lab.output(LONG)).to_contain_text("running at speed 1", timeout=30_000)
+    shots(f"long-cell-running-{attempt}")
+
+    if console.get("prompt") != "[*]:":
+        console = _run_in_console_while_busy(page, lab, shots, attempt)
+
+    lab.drag_slider_to(NEW_SPEED)
+    seen_new_speed = lab.output(LONG).filter(has_text=f"speed is now {NEW_SPEED}")
+    done = lab.prompt(LONG).filter(has_text=re.compile(r"\[\d+\]:"))
+    expect(seen_new_speed.or_(done)).to_be_visible(timeout=10_000)
+    if done.is_visible():
+        return False, console
+    shots("slider-moved-loop-saw-it")
+
+    if done.is_visible():  # once more, right before the click
+        return False, console
+    lab.output(WIDGETS).get_by_role("button", name="Stop").click()
+    lab.wait_until_done(LONG, timeout=10_000)
+    shots("stopped")
+    return True, console
+
+
+def test_widgets_and_subshell_console_in_jupyterlab(tmp_path):
+    comms = _installed_comms_setting()
+    assert "perCommTarget" in {o["const"] for o in comms["oneOf"]}, comms
+    assert _installed_subshell_console_entry()["selector"] == ".jp-Notebook"
+
+    start = time.monotonic()
+    page_log: list[str] = []
+    with _jupyter_lab(tmp_path) as base, sync_playwright() as pw:
+        # The effective setting, as the server hands it to the page.
+        settings = _get_json(f"{base}/lab/api/settings/{KERNELS_SETTINGS}?token={TOKEN}")
+        effective = settings["settings"].get(
+            "commsOverSubshells",
+            settings["schema"]["properties"]["commsOverSubshells"]["default"])
+        assert effective == "perCommTarget", settings
+
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                     headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1100})
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.on("console", lambda m: page_log.append(f"console.{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: page_log.append(f"pageerror: {e}"))
+        lab, shots = Lab(page), Shots(page)
+        try:
+            _open_notebook(page, lab, base)
+            shots("notebook-opened")
+
+            # Run the cells in order: the intro (markdown), then the widgets.
+            lab.select(0)
+            lab.shift_enter(2)
+            expect(lab.slider).to_be_visible(timeout=30_000)
+            expect(lab.output(WIDGETS).get_by_role("button", name="Stop")).to_be_visible()
+            expect(lab.output(WIDGETS).locator(".widget-readout")).to_have_text("1")
+            lab.wait_until_done(WIDGETS, timeout=10_000)
+            shots("widgets-rendered")
+
+            _open_subshell_console(page, lab)
+            shots("subshell-console-opened")
+
+            # Back in the notebook: the markdown before the long cell, then the long cell.
+            lab.select(RUN_INTRO)
+            lab.shift_enter(2)
+            clicked, console = _steer_long_cell(page, lab, shots, 1, {})
+            if not clicked:  # the job ended before Stop: set speed 1 again and rerun it
+                lab.wait_until_done(LONG, timeout=10_000)
+                lab.drag_slider_to(1)
+                lab.select(LONG)
+                lab.shift_enter()
+                clicked, console = _steer_long_cell(page, lab, shots, 2, console)
+            assert clicked, "the 5 s job ended twice before Stop could be clicked"
+
+            # The console answered while the notebook's long cell was running
+            # (the cell's prompt, read in the same frame as the console's output) ...
+            assert console["prompt"] == "[*]:", console
+            assert console["position"] < 100, console  # ... and its loop was mid-way,
+            assert console["thread"].startswith("subshell-"), console  # on a subshell
+
+            # The notebook goes on: the markdown, then the final cell.
+            lab.select(RESULT_INTRO)
+            lab.shift_enter(2)
+            text, run = _result_from_page(lab)
+            shots("result")
+            _notebook_only(page, lab)
+            shots("notebook-widgets-and-output")
+        except BaseException:
+            with suppress(Exception):  # the page may be gone: keep the original error
+                shots("failure")
+            raise
+        finally:
+            (ARTIFACTS / "browser-console.log").write_text("\n".join(page_log) + "\n")
+            context.close()
+            browser.close()
+
+    assert "The job was stopped early by the Stop button" in text, text
+    m = re.search(r"stopped early by the Stop button: (\d+)/100", text)
+    assert m and int(m.group(1)) < 100, text
+    assert f"speed values the loop saw: [1, {NEW_SPEED}]" in text, text
+    assert run["stopped_early"] is True and run["position"] < 100, run
+    assert run["speeds_seen"] == [1, NEW_SPEED], run
+    assert time.monotonic() - start < 120
