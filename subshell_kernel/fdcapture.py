@@ -34,6 +34,7 @@ class FdCapture:
         self._parent = parent_of_fd_output
         #: duplicates of the original fds 1 and 2 (the terminal, or where the launcher pointed)
         self.original: dict[int, int] = {}
+        self._original_stderr = None
 
     def start(self) -> None:
         for fd, name in ((1, "stdout"), (2, "stderr")):
@@ -46,8 +47,14 @@ class FdCapture:
             ).start()
         self._keep_logging_on_original_stderr()
 
+    def original_stderr(self):
+        """A text stream on the original fd 2 (for the kernel's log)."""
+        if self._original_stderr is None:
+            self._original_stderr = os.fdopen(self.original[2], "w", buffering=1, closefd=False)
+        return self._original_stderr
+
     def _keep_logging_on_original_stderr(self) -> None:
-        original = os.fdopen(self.original[2], "w", buffering=1, closefd=False)
+        original = self.original_stderr()
         for logger in (logging.getLogger(), *logging.Logger.manager.loggerDict.values()):
             for handler in getattr(logger, "handlers", ()):
                 stream = getattr(handler, "stream", None)

@@ -57,6 +57,8 @@ class Subshells:
     def get(self, subshell_id: str | None) -> Subshell | None:
         if subshell_id is None:
             return self.parent
+        if not isinstance(subshell_id, str):
+            return None
         return self._children.get(subshell_id)
 
     def create(self) -> str:
@@ -164,8 +166,12 @@ class Kernel(LoggingConfigurable):
 
         self.iopub = IOPub(iopub_sock, self.codec, self.flush_interval)
         self.streams = StreamRouter(self.iopub)
+        log_stream = sys.__stderr__
         if self.capture_fd_output:
-            FdCapture(self.streams, lambda: self.last_execute).start()
+            capture = FdCapture(self.streams, lambda: self.last_execute)
+            capture.start()
+            log_stream = capture.original_stderr()
+        _log_to(log_stream)
         self.stdin = Stdin(self)
         self._init_shell()
         self.router = Router(self, shell_sock, stdin_sock, self.codec.fork())
@@ -291,8 +297,8 @@ class Kernel(LoggingConfigurable):
         self._stopped_children = self.subshells.children()
         for subshell_id in self.subshells.ids():
             self.subshells.delete(subshell_id)
-        self.subshells.parent.stop()
         threading.Thread(target=self._exit_watchdog, name="exit-watchdog", daemon=True).start()
+        self.subshells.parent.stop()  # last: from a signal handler it may raise KeyboardInterrupt
 
     @property
     def shutting_down(self) -> bool:
@@ -329,6 +335,21 @@ class Kernel(LoggingConfigurable):
         # every socket is closed by its owner thread (control and heartbeat on ETERM)
         self.context.term()
         self._exited.set()
+
+
+def _log_to(stream) -> None:
+    """The kernel's own log goes to the terminal that started it, never to a frontend.
+
+    Without a handler, records would reach ``logging.lastResort``, which writes
+    to ``sys.stderr``: the OutStream of whatever request is current.
+    """
+    package_log = logging.getLogger(__name__.rpartition(".")[0])
+    if not package_log.handlers:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("[subshell_kernel] %(levelname)s | %(message)s"))
+        package_log.addHandler(handler)
+        package_log.setLevel(logging.INFO)
+        package_log.propagate = False
 
 
 def _write_private_json(path: os.PathLike, data: dict) -> None:

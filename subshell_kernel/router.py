@@ -113,7 +113,10 @@ class Router:
             except ProtocolError as e:
                 log.warning("dropped a message: %s", e)
                 continue
-            handle(msg)
+            try:
+                handle(msg)
+            except Exception:  # this thread owns the shell socket: it must not die
+                log.exception("error routing %s", msg.msg_type)
 
     def _route(self, msg: Message) -> None:
         sub = self.kernel.subshells.get(msg.subshell_id)

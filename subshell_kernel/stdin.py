@@ -86,7 +86,8 @@ class Stdin:
 
     def on_reply(self, msg: Message) -> None:
         """Router thread: hand an input_reply to the input() waiting for it."""
-        pending = self._waiting.get(msg.parent_header.get("msg_id", ""))
+        parent_id = msg.parent_header.get("msg_id", "")
+        pending = self._waiting.get(parent_id) if isinstance(parent_id, str) else None
         if pending is None and not msg.parent_header:
             pending = next((p for p in list(self._waiting.values()) if p[0] == msg.idents), None)
         if pending is None:

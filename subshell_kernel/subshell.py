@@ -101,8 +101,8 @@ class Subshell:
     def stop(self) -> None:
         """Interrupt what runs, abort what is queued, then end the loop."""
         self.stopping = True
-        self.interrupt()
         self.deliver(_STOP)
+        self.interrupt()  # last: in the main thread's signal handler this raises
 
     def join(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
@@ -216,7 +216,7 @@ class Subshell:
         except ProtocolError as e:
             log.warning("bad %s: %s", msg.msg_type, e)
             reply = error_content("ProtocolError", str(e))
-        except (Exception, KeyboardInterrupt) as e:
+        except (Exception, KeyboardInterrupt, SystemExit) as e:  # a subshell outlives any request
             self.set_running(None)
             log.exception("error handling %s", msg.msg_type)
             reply = error_content(type(e).__name__, str(e))
