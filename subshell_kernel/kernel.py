@@ -348,7 +348,7 @@ def _log_to(stream) -> None:
         handler = logging.StreamHandler(stream)
         handler.setFormatter(logging.Formatter("[subshell_kernel] %(levelname)s | %(message)s"))
         package_log.addHandler(handler)
-        package_log.setLevel(logging.INFO)
+        package_log.setLevel(logging.WARNING)
         package_log.propagate = False
 
 
