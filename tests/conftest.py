@@ -80,3 +80,29 @@ def fresh_kernel():
     k = KernelHarness("subshell")
     yield k
     k.close()
+
+
+@pytest.fixture(scope="module")
+def _module_kernel_holder():
+    holder: dict[str, KernelHarness] = {}
+    yield holder
+    if "k" in holder:
+        holder["k"].close()
+
+
+@pytest.fixture
+def revivable_kernel(_module_kernel_holder) -> KernelHarness:
+    """The module's kernel; a new one if an earlier test killed it.
+
+    After each test, subshells it left behind are deleted, so a test that
+    failed half-way does not leak into the next.
+    """
+    kern = _module_kernel_holder.get("k")
+    if kern is None or not kern.is_alive():
+        if kern is not None:
+            kern.close()
+        kern = _module_kernel_holder["k"] = KernelHarness("subshell")
+    yield kern
+    if kern.is_alive():
+        for sid in kern.list_subshells():
+            kern.delete_subshell(sid)

@@ -168,6 +168,17 @@ class KernelHarness:
     def threads(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/task"))
 
+    def stable_threads(self, tries: int = 30) -> int:
+        """The thread count once it stops changing (threads end asynchronously)."""
+        last = self.threads()
+        for _ in range(tries):
+            time.sleep(0.1)
+            now = self.threads()
+            if now == last:
+                return now
+            last = now
+        return last
+
 
 def _is_idle(msg: dict) -> bool:
     return msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"

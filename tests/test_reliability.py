@@ -43,26 +43,9 @@ SPIN = "while True:\n    pass\n"
 
 
 # --- fixtures ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def _holder():
-    holder: dict[str, KernelHarness] = {}
-    yield holder
-    if "k" in holder:
-        holder["k"].close()
-
-
 @pytest.fixture
-def k(_holder) -> KernelHarness:
-    """The module's kernel; a new one if an earlier test killed it."""
-    kern = _holder.get("k")
-    if kern is None or not kern.is_alive():
-        if kern is not None:
-            kern.close()
-        kern = _holder["k"] = KernelHarness("subshell")
-    yield kern
-    if kern.is_alive():  # a test that failed half-way must not leak subshells into the next
-        for sid in kern.list_subshells():
-            kern.delete_subshell(sid)
+def k(revivable_kernel) -> KernelHarness:
+    return revivable_kernel
 
 
 @pytest.fixture

@@ -189,15 +189,6 @@ def _rss_kb(w: Wire, k: KernelHarness) -> int:
     return k.proc_status("VmRSS")
 
 
-def _stable_threads(k: KernelHarness) -> int:
-    last = k.threads()
-    for _ in range(30):
-        time.sleep(0.1)
-        now = k.threads()
-        if now == last:
-            return now
-        last = now
-    return last
 
 
 ECHO_TARGET = (
@@ -358,19 +349,19 @@ def test_soak(request):
         _burst(w, targets, n_exec, comm_id, "warm")
         _burst(w, targets, n_exec, comm_id, "warm-same", same_source=True)
         _churn(w, max(10, n_cycles // 10))
-        threads0 = _stable_threads(k)
+        threads0 = k.stable_threads()
         rss0 = _rss_kb(w, k)
 
         # 1. unique tagged cells with history (what a notebook does)
         tagged = _burst(w, targets, n_exec, comm_id, "tag")
         rss1 = _rss_kb(w, k)
-        threads1 = _stable_threads(k)
+        threads1 = k.stable_threads()
         # 2. the same load from one cell source, history off: IPython keeps nothing per cell
         same = _burst(w, targets, n_exec, comm_id, "same", same_source=True)
         rss2 = _rss_kb(w, k)
         # 3. subshell churn
         churn = _churn(w, n_cycles)
-        threads3 = _stable_threads(k)
+        threads3 = k.stable_threads()
         rss3 = _rss_kb(w, k)
         hwm = k.proc_status("VmHWM")
 

@@ -26,26 +26,9 @@ class KernelDied(AssertionError):
 
 
 # --- fixtures and helpers ---------------------------------------------------------------
-@pytest.fixture(scope="module")
-def _holder():
-    holder: dict[str, KernelHarness] = {}
-    yield holder
-    if "k" in holder:
-        holder["k"].close()
-
-
 @pytest.fixture
-def shared(_holder):
-    """The module's kernel; a new one if an earlier test killed it."""
-    k = _holder.get("k")
-    if k is None or not k.is_alive():
-        if k is not None:
-            k.close()
-        k = _holder["k"] = KernelHarness("subshell")
-    yield k
-    if k.is_alive():  # a test that failed half-way must not leak subshells into the next
-        for sid in k.list_subshells():
-            k.delete_subshell(sid)
+def shared(revivable_kernel):
+    return revivable_kernel
 
 
 def reply(k: KernelHarness, msg_id: str, timeout: float = 20) -> dict:
@@ -134,16 +117,6 @@ def subshells(k: KernelHarness, n: int = 1):
                 k.delete_subshell(sid)
 
 
-def stable_threads(k: KernelHarness) -> int:
-    """The kernel's thread count once it stops changing (threads end asynchronously)."""
-    last = k.threads()
-    for _ in range(20):
-        time.sleep(0.1)
-        now = k.threads()
-        if now == last:
-            return now
-        last = now
-    return last
 
 
 SPIN = "while True:\n    pass\n"
@@ -702,7 +675,7 @@ def test_interrupt_wakes_a_subshell_waiting_in_input(fresh_kernel):
 def test_delete_a_busy_subshell(fresh_kernel):
     k = fresh_kernel
     warm_up(k)
-    baseline = stable_threads(k)
+    baseline = k.stable_threads()
     sid = k.create_subshell()
     running = k.execute(SPIN, sid)
     queued = [k.execute(f"queued_{i} = 1", sid) for i in range(2)]
@@ -723,7 +696,7 @@ def test_delete_a_busy_subshell(fresh_kernel):
 def test_create_and_delete_many_subshells(shared):
     k = shared
     baseline_list = k.list_subshells()
-    baseline = stable_threads(k)
+    baseline = k.stable_threads()
     ids = [k.create_subshell() for _ in range(20)]
     assert len(set(ids)) == 20
     assert sorted(k.list_subshells()) == sorted(baseline_list + ids)
