@@ -187,6 +187,9 @@ class Kernel(LoggingConfigurable):
         sys.setswitchinterval(self.switch_interval)
         self.iopub.start()
         self._heartbeat.start()
+        if os.environ.get("JPY_PARENT_PID"):
+            threading.Thread(target=self._exit_with_launcher, name="parent-watch",
+                             daemon=True).start()
         try:
             parent.run(on_ready=self._start_io)
         finally:
@@ -311,6 +314,18 @@ class Kernel(LoggingConfigurable):
     def _on_sigterm(self, signum, frame) -> None:
         self.finish_shutdown()
         self.request_shutdown()
+
+    def _exit_with_launcher(self) -> None:
+        """Shut down when the process that launched us (a jupyter_client, which sets
+        JPY_PARENT_PID) dies without shutting us down: an orphaned kernel would
+        otherwise run forever.  Checked once a second, off every hot path."""
+        launcher = os.getppid()
+        while not self._exited.wait(1.0):
+            if os.getppid() != launcher:
+                log.warning("the process that launched this kernel is gone; shutting down")
+                self.finish_shutdown()
+                self.request_shutdown()
+                return
 
     def _exit_watchdog(self) -> None:
         """However stuck a thread is (a C call, a socket), exit by the deadline."""

@@ -26,6 +26,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -1175,3 +1177,40 @@ def test_sigterm_exits_cleanly(fresh_kernel, case):
     os.kill(k.pid, signal.SIGTERM)
     status, elapsed = exit_status_within(k, 4, t0)
     assert status == 0 and elapsed < 2.0, f"exit status {status} after {elapsed:.2f} s"
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_kernel_exits_when_its_launcher_dies():
+    """jupyter_client sets JPY_PARENT_PID; an orphaned kernel must not run forever."""
+    launcher = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time\n"
+         "from jupyter_client.manager import KernelManager\n"
+         "km = KernelManager(kernel_name='subshell'); km.start_kernel()\n"
+         "kc = km.client(); kc.start_channels(); kc.wait_for_ready(timeout=60)\n"
+         "print(km.provisioner.process.pid, flush=True)\n"
+         "time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        kernel_pid = int(launcher.stdout.readline())
+        launcher.kill()
+        launcher.wait(5)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _running(kernel_pid):
+            time.sleep(0.1)
+        alive = _running(kernel_pid)
+        if alive:
+            os.kill(kernel_pid, signal.SIGKILL)
+        assert not alive, "the kernel outlived its launcher by 10 s"
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
