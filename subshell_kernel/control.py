@@ -81,10 +81,14 @@ class Control:
         self.thread.start()
 
     def _run(self) -> None:
-        recv = self.socket.recv_multipart
+        first = True
         while True:
             try:
-                frames = recv()
+                if first and not self.socket.poll(1000):
+                    # a quiet first second: prepare the traceback formatter on this idle thread
+                    self.kernel.warm_up_tracebacks()
+                first = False
+                frames = self.socket.recv_multipart()
             except zmq.ZMQError as e:  # ETERM at shutdown: the owner closes its socket
                 log.debug("control thread ends: %s", e)
                 self.socket.close(linger=500)

@@ -200,12 +200,9 @@ class Kernel(LoggingConfigurable):
         self.control.start()
         self.iopub.status("starting", None)
         log.info("subshell_kernel %s ready (%s backend)", __version__, self.backend)
-        warm_up = threading.Timer(1.0, self._warm_up_tracebacks)
-        warm_up.daemon = True
-        warm_up.start()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _KERNEL_SIGNALS)
 
-    def _warm_up_tracebacks(self) -> None:
+    def warm_up_tracebacks(self) -> None:
         """Format one traceback off the hot path: IPython loads its formatter lazily,
         which made the first error or interrupt of a session ~40 ms slower."""
         try:
