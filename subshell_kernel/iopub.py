@@ -1,7 +1,7 @@
 """The iopub thread: sole owner of the iopub PUB socket.
 
 Any thread publishes by putting serialized frames into one FIFO queue
-(``IOPub.send``); the iopub thread sends them in that order.  Because stream
+(``IOPub.publish``); the iopub thread sends them in that order.  Because stream
 buffers are flushed *through the same queue* (see ``streams``), a stream
 message can never overtake a message its writer queued before it.
 
@@ -54,9 +54,6 @@ class IOPub:
         self._thread.join(timeout)
 
     # -- any thread -----------------------------------------------------------------
-    def send(self, frames: list) -> None:
-        self._queue.put(frames)
-
     def publish(
         self,
         msg_type: str,

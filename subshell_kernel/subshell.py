@@ -107,10 +107,6 @@ class Subshell:
     def join(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
 
-    @property
-    def busy(self) -> bool:
-        return self._running is not None
-
     # -- interrupt (any thread, or the main thread's SIGINT handler) -------------------
     def interrupt(self) -> bool:
         """Interrupt the user code running now, if any; True if there was some."""
