@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from .protocol import Codec, Message, ProtocolError, error_content
+from .sockets import send_frames
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -120,7 +121,7 @@ class Control:
             reply = error_content(type(e).__name__, str(e))
         if msg.msg_type.endswith("_request"):
             frames = self.codec.reply_frames(msg, reply)
-            self.socket.send_multipart(frames)
+            send_frames(self.socket, frames)
             if msg.msg_type == "shutdown_request":
                 iopub.publish("shutdown_reply", reply, msg.header)
         iopub.status("idle", msg.header)

@@ -3,7 +3,7 @@
 Threads (one owner per zmq socket; see docs/architecture.md):
 
     main          parent subshell (AnyIO loop), SIGINT handler
-    shell-router  shell + stdin ROUTER, outbox PULL
+    shell-router  reads shell + stdin ROUTER (any thread sends, under a lock)
     control       control ROUTER
     iopub         iopub PUB
     heartbeat     hb ROUTER, echoed by zmq.proxy in C
@@ -33,7 +33,7 @@ from .control import Control
 from .fdcapture import FdCapture
 from .iopub import IOPub
 from .protocol import PROTOCOL_VERSION, Codec
-from .router import SHELL, STDIN, STOP, Outbox, Router
+from .router import Router
 from .shell import KernelShell, SubshellState
 from .stdin import Stdin
 from .streams import OutStream, StreamRouter
@@ -115,7 +115,6 @@ class Kernel(LoggingConfigurable):
         key = key.encode() if isinstance(key, str) else key
         self.codec = Codec(key, connection.get("signature_scheme", "hmac-sha256"))
         self.subshells = Subshells(self)
-        self.outbox = Outbox(self.context, f"inproc://subshell-kernel-outbox-{id(self)}")
         self._control_done = threading.Event()
         self._shutting_down = False
         self._sigint_parent_only = False
@@ -226,10 +225,10 @@ class Kernel(LoggingConfigurable):
 
     # -- used by subshells and libraries ---------------------------------------------
     def send_shell(self, frames: list) -> None:
-        self.outbox.send(SHELL, frames)
+        self.router.shell.send(frames)
 
     def send_stdin(self, frames: list) -> None:
-        self.outbox.send(STDIN, frames)
+        self.router.stdin.send(frames)
 
     def publish_now(self, msg_type: str, content: dict, metadata=None, buffers=None) -> None:
         """Publish with the current parent, after its buffered output (even if silent)."""
@@ -339,10 +338,8 @@ class Kernel(LoggingConfigurable):
         for sub in children:
             if sub.join(max(0.0, deadline - time.monotonic())):
                 sub.state.close()  # here, not on its thread: finalization must not race SQLite
-        self.outbox.send(STOP, [])
-        self.router.thread.join(1.0)
-        self.outbox.close_thread_socket()
-        self.iopub.stop(1.0)  # the iopub thread closes its socket
+        self.router.stop(1.0)
+        self.iopub.stop(1.0)  # flushes buffered output and closes the socket
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
         # every socket is closed by its owner thread (control and heartbeat on ETERM)
         self.context.term()

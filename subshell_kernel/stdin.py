@@ -9,8 +9,8 @@ subshells waiting in ``input()`` at once each get their own answer.  A reply
 without a parent (jupyter_client's ``KernelClient.input`` sends none) goes to
 the oldest request sent to the same frontend identity.
 
-The router thread owns the stdin socket: requests go out through the outbox,
-replies come back through ``on_reply`` on the router thread.
+The router thread reads the stdin socket and hands each reply to ``on_reply``;
+requests are sent in place by the thread calling ``input()`` (``SharedSocket``).
 """
 
 from __future__ import annotations

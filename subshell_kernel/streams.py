@@ -72,18 +72,22 @@ class StreamRouter:
     def flush(self, parent: dict[str, Any] | None) -> None:
         """Emit what ``parent``'s request has buffered (before its next message)."""
         key = parent["msg_id"] if parent else ""
-        if key not in self._pending:  # unlocked peek: the common case is nothing buffered
+        # Unlocked peek (the common case is nothing buffered).  Sound because a buffer
+        # leaves ``_pending`` only after it was sent: a caller that misses it here
+        # publishes after it, never before.
+        if key not in self._pending:
             return
         with self._lock:
-            pending = self._pending.pop(key, None)
+            pending = self._pending.get(key)
             if pending is not None:
                 self._emit(pending)
+                del self._pending[key]  # after the send: see the unlocked peek above
 
     def flush_all(self) -> None:
         with self._lock:
-            pending, self._pending = self._pending, {}
-            for p in pending.values():
-                self._emit(p)
+            for key, pending in list(self._pending.items()):
+                self._emit(pending)
+                del self._pending[key]
 
     def _emit(self, pending: _Pending) -> None:
         if pending.chunks:

@@ -82,7 +82,6 @@ class Subshell:
         try:
             anyio.run(self._main, on_ready, backend=self.kernel.backend)
         finally:
-            self.kernel.outbox.close_thread_socket()
             if not (self.is_main or self.kernel.shutting_down):
                 self.state.close()  # at shutdown the main thread closes it after joining us
                 return_freed_memory()

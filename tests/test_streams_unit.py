@@ -1,8 +1,8 @@
 """Unit tests for stdout/stderr routing (``subshell_kernel.streams``) and the
-iopub FIFO (``subshell_kernel.iopub``), without sockets or a kernel process.
+iopub publisher (``subshell_kernel.iopub``), without sockets or a kernel process.
 
 ``StreamRouter`` is driven with a fake IOPub that records calls; ``IOPub`` is
-given a fake socket and its loop is run on the test's own thread.
+given a fake socket.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import json
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,7 +20,7 @@ from jupyter_client.session import Session
 
 from subshell_kernel import context as ctx
 from subshell_kernel.context import current_parent, get_parent, propagate_parent_to_threads
-from subshell_kernel.iopub import _FLUSH, _STOP, IOPub
+from subshell_kernel.iopub import IOPub
 from subshell_kernel.protocol import DELIM, Codec
 from subshell_kernel.streams import OutStream, StreamRouter
 
@@ -483,14 +484,21 @@ def test_without_propagation_threads_lose_the_parent(restore_thread_start, strea
 
 
 class FakeSocket:
-    def __init__(self, fail_after: int | None = None) -> None:
-        self.sent: list[list] = []
-        self.fail_after = fail_after
+    """Collects multipart messages sent frame by frame, as ``send_frames`` does."""
 
-    def send_multipart(self, frames, copy=True) -> None:
-        if self.fail_after is not None and len(self.sent) >= self.fail_after:
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.sent: list[list[bytes]] = []
+        self.fail_after = fail_after
+        self.closed = False
+        self._parts: list[bytes] = []
+
+    def send(self, frame, flags: int = 0) -> None:
+        if self.closed or self.fail_after is not None and len(self.sent) >= self.fail_after:
             raise zmq.ZMQError(zmq.ENOTSOCK)
-        self.sent.append([bytes(f) for f in frames])
+        self._parts.append(bytes(frame))
+        if not flags & zmq.SNDMORE:
+            self.sent.append(self._parts)
+            self._parts = []
 
     def close(self, linger=None) -> None:
         self.closed = True
@@ -505,52 +513,45 @@ def decoded(frames: list[bytes]) -> dict:
     return msg
 
 
-def drain_queue(iopub: IOPub) -> list:
-    items = []
-    while not iopub._queue.empty():
-        items.append(iopub._queue.get_nowait())
-    return items
-
-
 @pytest.fixture
 def real_iopub():
     sock = FakeSocket()
     iop = IOPub(sock, Codec(KEY), flush_interval=0.01)  # type: ignore[arg-type]
     iop.socket = sock
-    return iop
+    yield iop
+    iop.stop()
 
 
-def test_iopub_publish_queues_signed_frames(real_iopub):
+def test_iopub_publish_sends_signed_frames_at_once(real_iopub):
     p = parent("A", subshell_id="sub")
     real_iopub.publish("display_data", {"data": {"text/plain": "x"}}, p, {"m": 1}, [b"buf"])
     real_iopub.status("busy", p)
-    real_iopub.flush_soon()
-    items = drain_queue(real_iopub)
-    assert len(items) == 3 and items[2] is _FLUSH
-    display, status = decoded(items[0]), decoded(items[1])
+    sent = real_iopub.socket.sent
+    assert len(sent) == 2
+    display, status = decoded(sent[0]), decoded(sent[1])
     assert display["topic"] == [b"kernel.display_data"]
     assert display["content"] == {"data": {"text/plain": "x"}}
     assert display["metadata"] == {"m": 1}
     assert display["buffers"][0] == b"buf"
     assert display["header"]["subshell_id"] == "sub"
-    assert json.loads(items[0][items[0].index(DELIM) + 3]) == p  # parent verbatim
+    assert json.loads(sent[0][sent[0].index(DELIM) + 3]) == p  # parent verbatim
     assert status["topic"] == [b"kernel.status"]
     assert status["content"] == {"execution_state": "busy"}
 
 
-def test_iopub_run_sends_in_fifo_order_and_flushes_streams_on_stop(real_iopub):
+def test_iopub_keeps_publish_order_and_flushes_streams_on_stop(real_iopub):
     router = StreamRouter(real_iopub)  # type: ignore[arg-type]
     out = OutStream("stdout", router)
     a, b = parent("A"), parent("B")
     with current(a):
         real_iopub.status("busy", a)
-        out.write("a-text")  # queues _FLUSH
+        out.write("a-text")
         router.flush(a)  # publishers flush their request's stream first...
         real_iopub.publish("execute_result", {"data": {}}, a)  # ...then publish
     with current(b):
         out.write("b-text")  # still buffered when the stop arrives
-    real_iopub._queue.put(_STOP)
-    real_iopub._run()  # on this thread: returns at _STOP
+    real_iopub.stop()
+    real_iopub.status("idle", b)  # after stop: dropped, no error
 
     msgs = [decoded(f) for f in real_iopub.socket.sent]
     summary = [(m["msg_type"], m["parent_header"]["msg_id"], m["content"].get("text")) for m in msgs]
@@ -560,49 +561,63 @@ def test_iopub_run_sends_in_fifo_order_and_flushes_streams_on_stop(real_iopub):
         ("execute_result", "A", None),
         ("stream", "B", "b-text"),  # flushed by the stop
     ]
+    assert real_iopub.socket.closed
 
 
 @pytest.mark.timeout(10)
-def test_iopub_run_flushes_streams_after_the_interval(real_iopub):
+def test_iopub_timer_flushes_streams_after_the_interval(real_iopub):
     router = StreamRouter(real_iopub)  # type: ignore[arg-type]
-    flushes = []
-
-    def on_flush_due():
-        router.flush_all()
-        if not flushes:
-            real_iopub._queue.put(_STOP)  # end the loop after the timed flush
-        flushes.append(1)
-
-    real_iopub.on_flush_due = on_flush_due
+    real_iopub.start()
     out = OutStream("stdout", router)  # keep a reference: IOBase.__del__ closes (= flushes)
     with current(parent("A")):
         out.write("tick")
-    assert drain_queue(real_iopub) == [_FLUSH]
-    real_iopub.flush_soon()
-    real_iopub._run()
-    assert len(flushes) == 2  # the timed flush, then the one at stop
+    deadline = time.monotonic() + 5
+    while not real_iopub.socket.sent and time.monotonic() < deadline:
+        time.sleep(0.005)
     [stream] = [decoded(f) for f in real_iopub.socket.sent]
     assert stream["content"] == {"name": "stdout", "text": "tick"}
 
 
-def test_iopub_run_stops_quietly_when_the_socket_fails():
+def test_iopub_survives_a_failing_socket():
     sock = FakeSocket(fail_after=1)
     iop = IOPub(sock, Codec(KEY))  # type: ignore[arg-type]
     iop.status("busy", None)
-    iop.status("idle", None)
+    iop.status("idle", None)  # raises inside: logged, not propagated
     iop.status("never sent", None)
-    iop._run()  # returns on the ZMQError instead of raising
     assert len(sock.sent) == 1
 
 
-def test_iopub_drain_after_stop_skips_sentinels():
-    sock = FakeSocket()
-    iop = IOPub(sock, Codec(KEY))  # type: ignore[arg-type]
-    iop._queue.put(_STOP)
-    iop._queue.put(_FLUSH)
-    iop.status("idle", None)  # queued behind the stop: still sent by the drain
-    iop._run()
-    assert [decoded(f)["content"]["execution_state"] for f in sock.sent] == ["idle"]
+@pytest.mark.timeout(10)
+def test_a_message_published_during_a_timed_flush_waits_for_the_buffered_text(iopub):
+    """The timer's ``flush_all`` is paused while it sends A's buffered text; a
+    publisher of A that flushes and then publishes meanwhile must come after it."""
+    sending, release = threading.Event(), threading.Event()
+
+    def publish(msg_type, content, parent, metadata=None, buffers=None):
+        if msg_type == "stream":
+            sending.set()
+            release.wait(5)
+        iopub.events.append(("publish", msg_type, dict(content), parent))
+
+    iopub.publish = publish
+    router = StreamRouter(iopub)  # type: ignore[arg-type]
+    a = parent("A")
+    router.write_for(a, "stdout", "text")
+    flusher = threading.Thread(target=router.flush_all)
+    flusher.start()
+    assert sending.wait(5)
+
+    def publish_after_flush():
+        router.flush(a)
+        publish("display_data", {}, a)
+
+    publisher = threading.Thread(target=publish_after_flush)
+    publisher.start()
+    publisher.join(0.2)  # the bug: it would publish now, ahead of the text
+    release.set()
+    flusher.join()
+    publisher.join()
+    assert [e[1] for e in iopub.events if e[0] == "publish"] == ["stream", "display_data"]
 
 
 @pytest.mark.timeout(10)
@@ -612,8 +627,7 @@ def test_lone_surrogate_in_output_does_not_kill_iopub(real_iopub):
     a, b = parent("A"), parent("B")
     run_in_parent(a, out.write, "bad \ud800 text")
     run_in_parent(b, out.write, "good text")
-    real_iopub._queue.put(_STOP)
-    real_iopub._run()  # must not raise
+    real_iopub.stop()  # flushes: must not raise
     texts = [decoded(f)["content"].get("text") for f in real_iopub.socket.sent]
     assert "good text" in texts
     assert len(texts) == 2
