@@ -80,7 +80,9 @@ class Subshell:
     def run(self, on_ready=None) -> None:
         """Run this subshell's loop on the calling thread until ``stop``."""
         try:
-            anyio.run(self._main, on_ready, backend=self.kernel.backend)
+            kernel = self.kernel
+            anyio.run(self._main, on_ready, backend=kernel.backend,
+                      backend_options=kernel.backend_options)
         finally:
             if not (self.is_main or self.kernel.shutting_down):
                 self.state.close()  # at shutdown the main thread closes it after joining us

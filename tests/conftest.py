@@ -2,8 +2,9 @@
 
 Kernelspecs are written into a temporary JUPYTER_PATH so the tests run the
 kernel from this checkout with this interpreter, whatever is installed:
-``subshell`` (asyncio), ``subshell-trio`` (trio) and ``python3`` (ipykernel,
-the reference, where a test compares).
+``subshell`` (asyncio on uvloop), ``subshell-asyncio`` (asyncio's own loop),
+``subshell-trio`` (trio) and ``python3`` (ipykernel, the reference, where a
+test compares).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ def _write_specs() -> None:
     kernels = _TMP / "jupyter" / "kernels"
     specs = {
         "subshell": kernel_json("Python 3 (subshell)"),
+        "subshell-asyncio": kernel_json("Python 3 (subshell, asyncio without uvloop)"),
         "subshell-trio": kernel_json("Python 3 (subshell, trio)"),
     }
+    specs["subshell-asyncio"]["argv"].append("--SubshellKernel.use_uvloop=False")
     specs["subshell-trio"]["argv"].append("--SubshellKernel.backend=trio")
     specs["python3"] = {
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
@@ -66,9 +69,11 @@ def trio_kernel():
     k.close()
 
 
-@pytest.fixture(params=["subshell", "subshell-trio"], ids=["asyncio", "trio"])
+@pytest.fixture(
+    params=["subshell", "subshell-asyncio", "subshell-trio"], ids=["uvloop", "asyncio", "trio"]
+)
 def any_kernel(request):
-    """A fresh kernel on each backend."""
+    """A fresh kernel on each event loop."""
     k = KernelHarness(request.param)
     yield k
     k.close()

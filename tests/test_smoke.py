@@ -1,3 +1,6 @@
+from .harness import KernelHarness
+
+
 def test_execute_prints_and_returns(kernel):
     reply, msgs = kernel.run("print('hi'); 40 + 2")
     assert reply["content"]["status"] == "ok"
@@ -12,3 +15,17 @@ def test_execute_prints_and_returns(kernel):
 def test_trio_await(trio_kernel):
     reply, msgs = trio_kernel.run("import trio\nawait trio.sleep(0.1)\n'done'")
     assert reply["content"]["status"] == "ok", reply["content"]
+
+
+def test_asyncio_runs_on_uvloop_unless_configured_off(kernel):
+    code = "import asyncio\ntype(asyncio.get_running_loop()).__module__"
+    reply, msgs = kernel.run(code)
+    [result] = [m for m in msgs if m["msg_type"] == "execute_result"]
+    assert "uvloop" in result["content"]["data"]["text/plain"]
+    plain = KernelHarness("subshell-asyncio")
+    try:
+        reply, msgs = plain.run(code)
+        [result] = [m for m in msgs if m["msg_type"] == "execute_result"]
+        assert result["content"]["data"]["text/plain"] == "'asyncio.unix_events'"
+    finally:
+        plain.close()
