@@ -82,7 +82,7 @@ class Subshell:
         try:
             kernel = self.kernel
             anyio.run(self._main, on_ready, backend=kernel.backend,
-                      backend_options=kernel.backend_options)
+                      backend_options=kernel.backend_options(parent=self.is_main))
         finally:
             if not (self.is_main or self.kernel.shutting_down):
                 self.state.close()  # at shutdown the main thread closes it after joining us

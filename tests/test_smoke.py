@@ -17,11 +17,18 @@ def test_trio_await(trio_kernel):
     assert reply["content"]["status"] == "ok", reply["content"]
 
 
-def test_asyncio_runs_on_uvloop_unless_configured_off(kernel):
+def test_the_parent_runs_on_uvloop_unless_configured_off(kernel):
     code = "import asyncio\ntype(asyncio.get_running_loop()).__module__"
     reply, msgs = kernel.run(code)
     [result] = [m for m in msgs if m["msg_type"] == "execute_result"]
     assert "uvloop" in result["content"]["data"]["text/plain"]
+    subshell_id = kernel.create_subshell()
+    try:  # a child keeps asyncio's loop: a uvloop loop costs ~0.3 MB
+        reply, msgs = kernel.run(code, subshell_id=subshell_id)
+        [result] = [m for m in msgs if m["msg_type"] == "execute_result"]
+        assert result["content"]["data"]["text/plain"] == "'asyncio.unix_events'"
+    finally:
+        kernel.delete_subshell(subshell_id)
     plain = KernelHarness("subshell-asyncio")
     try:
         reply, msgs = plain.run(code)
