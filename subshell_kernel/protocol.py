@@ -40,6 +40,17 @@ class ProtocolError(Exception):
     """A message that cannot be accepted: malformed frames, bad signature, bad JSON."""
 
 
+class Header(dict):
+    """A received header, carrying the exact bytes it was parsed from.
+
+    A request's header is the parent of every message it causes (busy, outputs,
+    reply, idle): ``serialize`` echoes ``raw`` instead of packing the dict
+    again, and the bytes live exactly as long as the header does.
+    """
+
+    __slots__ = ("raw",)
+
+
 @dataclass(slots=True)
 class Message:
     """One incoming message.
@@ -118,7 +129,6 @@ class Codec:
     """
 
     REPLAY_HISTORY = 2**16
-    RAW_HEADERS_KEPT = 4096
 
     def __init__(self, key: bytes, signature_scheme: str = "hmac-sha256", session_id: str = ""):
         scheme, _, digest = signature_scheme.partition("-")
@@ -128,8 +138,6 @@ class Codec:
         self.session_id = session_id or uuid.uuid4().hex
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._seen_lock = threading.Lock()
-        #: id(header dict) -> (header, its raw bytes), for requests parsed recently
-        self._raw_headers: OrderedDict[int, tuple[dict, bytes]] = OrderedDict()
         # next() on itertools.count is atomic under the GIL: unique ids from any thread
         self._counter = itertools.count()
         self._id_prefix = f"{self.session_id[:8]}_{os.getpid()}_"
@@ -160,11 +168,8 @@ class Codec:
         sub = header.get("subshell_id")
         if sub is not None and not isinstance(sub, str):
             raise ProtocolError("header.subshell_id is not a string")
-        # a request's header is the parent of ~4 messages (busy, outputs, reply, idle):
-        # keep its bytes to echo them verbatim instead of packing it each time
-        self._raw_headers[id(header)] = (header, parts[1])
-        if len(self._raw_headers) > self.RAW_HEADERS_KEPT:
-            self._raw_headers.popitem(last=False)
+        header = Header(header)
+        header.raw = parts[1]
         return Message(idents, parts, header)
 
     def verify(self, parts: list[bytes]) -> None:
@@ -213,10 +218,9 @@ class Codec:
     ) -> list:
         """Wire frames: idents, delimiter, signature, header, parent, metadata, content, buffers."""
         parent = msg["parent_header"]
-        cached = self._raw_headers.get(id(parent))
         parts = [
             pack(msg["header"]),
-            cached[1] if cached is not None and cached[0] is parent else pack(parent),
+            parent.raw if type(parent) is Header else pack(parent),
             pack(msg["metadata"]) if msg["metadata"] else b"{}",
             pack(msg["content"]),
         ]
