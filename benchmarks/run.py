@@ -621,7 +621,7 @@ _comm_seq = itertools.count()
 
 
 def bench_comm(k: Kernel, cfg: Config) -> dict:
-    """comm_msg echo round trip on a subshell while the parent sleeps."""
+    """comm_msg echo round trip on a subshell while the parent sleeps, then spins."""
     k.require_subshells()
     try:
         k.execute(COMM_SETUP)
@@ -645,9 +645,10 @@ def bench_comm(k: Kernel, cfg: Config) -> dict:
             probe(timeout=5.0)  # warm-up; also tells whether comms work at all
         except Timeout:
             raise NotSupported("no comm_msg echo on iopub (kernel idle)") from None
-        samples = sample_while_parent_busy(k, sleep_cell(cfg.busy_seconds), probe, cfg)
+        sleeping = sample_while_parent_busy(k, sleep_cell(cfg.busy_seconds), probe, cfg)
+        spinning = sample_while_parent_busy(k, spin_cell(cfg.busy_seconds), probe, cfg)
         k.send("shell", "comm_close", {"comm_id": comm_id, "data": {}}, subshell_id=subshell_id)
-        return {"comm_rtt": samples}
+        return {"comm_rtt": sleeping, "comm_rtt_spin": spinning}
     finally:
         k.delete_subshells([subshell_id])
 
@@ -760,7 +761,8 @@ def plan(cfg: Config) -> list[Bench]:
               tuple(Row(f"concurrent_{n}", f"{n:>2} subshells x sleep(1): wall", "s")
                     for n in cfg.concurrent_ns), cfg.concurrent_rounds),
         Bench("comm", bench_comm,
-              (Row("comm_rtt", f"comm_msg echo on subshell, parent sleep({busy})", "ms"),),
+              (Row("comm_rtt", f"comm_msg echo on subshell, parent sleep({busy})", "ms"),
+               Row("comm_rtt_spin", f"comm_msg echo on subshell, parent CPU loop {busy}", "ms")),
               cfg.busy_rounds),
         Bench("print-late", bench_print_late,
               (Row("print_late", f"{cfg.print_lines} x print(i), after subshell rows", "s"),),
