@@ -37,7 +37,7 @@ from .router import Router
 from .shell import KernelShell, SubshellState
 from .stdin import Stdin
 from .streams import OutStream, StreamRouter
-from .subshell import Subshell
+from .subshell import Subshell, install_interruptible_sleep
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +231,7 @@ class Kernel(LoggingConfigurable):
     def _init_shell(self) -> None:
         os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
         propagate_parent_to_threads()
+        install_interruptible_sleep()
         sys.stdout = OutStream("stdout", self.streams)
         sys.stderr = OutStream("stderr", self.streams)
         shell = KernelShell.instance(parent=self)

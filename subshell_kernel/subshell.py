@@ -22,6 +22,7 @@ import math
 import queue
 import signal
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -45,6 +46,40 @@ _STOP = object()
 INTERRUPTED = object()  # put into an input() waiter to interrupt it
 
 
+class _ThreadSubshell(threading.local):
+    subshell: Subshell | None = None  # the child subshell running on this thread
+
+
+_this_thread = _ThreadSubshell()
+_blocking_sleep = time.sleep
+
+
+def _interruptible_sleep(seconds: float) -> None:
+    """``time.sleep`` that an interrupt ends at once in a child subshell.
+
+    An interrupt reaches a child subshell's thread as an exception raised at
+    its next bytecode, and ``time.sleep`` runs none until it returns: a
+    ``time.sleep(30)`` in a subshell would take 30 s to stop.  Here it waits on
+    the subshell's wake-up event instead; the interrupt sets the event, and
+    the exception fires as soon as this function returns to Python code.
+    Elsewhere (the main thread, the kernel's and users' own threads) it is
+    the original ``time.sleep``.
+    """
+    sub = _this_thread.subshell
+    if sub is None or type(seconds) not in (int, float) or not seconds > 0:
+        return _blocking_sleep(seconds)  # also raises its own errors
+    wake = sub.wake
+    wake.clear()
+    deadline = time.monotonic() + seconds
+    while not wake.wait(deadline - time.monotonic()):
+        if time.monotonic() >= deadline:
+            return
+
+
+def install_interruptible_sleep() -> None:
+    time.sleep = _interruptible_sleep
+
+
 class Subshell:
     #: seconds an ``await`` cell's loop has to run the cancel before the
     #: interrupt is raised into the thread as for blocking code
@@ -66,6 +101,8 @@ class Subshell:
         self._abort_remaining = 0
         self._ready = threading.Event()
         self._done = threading.Event()
+        #: set by an interrupt: ends an ``_interruptible_sleep`` on this thread
+        self.wake = threading.Event()
         self._call_soon = None
         self._send = None
         self._receive = None
@@ -129,6 +166,7 @@ class Subshell:
                 self.kernel.signal_parent_interrupt()
             else:
                 raise_in_thread(self.thread_ident, KeyboardInterrupt)
+                self.wake.set()  # a time.sleep returns to Python code, where it fires
             return True
 
     def _cancel_cell(self, scope: anyio.CancelScope) -> None:
@@ -169,6 +207,8 @@ class Subshell:
         self._call_soon = loop_call_soon()
         self.thread_ident = threading.get_ident()
         self.kernel.shell.bind_state(None if self.is_main else self.state)
+        if not self.is_main:
+            _this_thread.subshell = self
         self._ready.set()
         if on_ready is not None:
             on_ready()
@@ -230,8 +270,3 @@ class Subshell:
         """Abort the executes queued now (``stop_on_error``); later ones run."""
         await anyio.lowlevel.checkpoint()  # let deliveries already scheduled land
         self._abort_remaining = self._receive.statistics().current_buffer_used + 1
-
-
-def install_sigint_handler(kernel: Kernel) -> None:
-    """SIGINT (signal-mode interrupt) interrupts every busy subshell."""
-    signal.signal(signal.SIGINT, kernel.on_sigint)

@@ -658,6 +658,24 @@ def test_signal_interrupt_reaches_a_busy_subshell(fresh_kernel):
     assert value(k, "'ok'") == "ok"  # the idle parent was not hurt
 
 
+def test_interrupt_ends_time_sleep_in_a_subshell_at_once(fresh_kernel):
+    k = fresh_kernel
+    warm_up(k)
+    sid = k.create_subshell()
+    mid = k.execute("import time\nprint('started', flush=True)\ntime.sleep(30)", sid)
+    wait_started(k, mid)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    k.km.interrupt_kernel()
+    content = reply(k, mid, timeout=10)["content"]
+    elapsed = time.monotonic() - t0
+    assert_error(content, "KeyboardInterrupt")
+    assert elapsed < 2.0, f"time.sleep(30) in a subshell took {elapsed:.2f} s to interrupt"
+    # a sleep that is not interrupted lasts as long as asked
+    code = "t0 = time.monotonic(); time.sleep(0.2); round(time.monotonic() - t0, 1)"
+    assert value(k, code, sid) == 0.2
+
+
 def test_interrupt_wakes_a_subshell_waiting_in_input(fresh_kernel):
     k = fresh_kernel
     warm_up(k)
