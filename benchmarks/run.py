@@ -48,8 +48,13 @@ REPO_ROOT = HERE.parent
 # Any other name falls back to the installed kernelspec of that name.
 KERNEL_ARGV = {
     "subshell": [sys.executable, "-m", "subshell_kernel", "-f", "{connection_file}"],
+    "subshell-trio": [sys.executable, "-m", "subshell_kernel", "-f", "{connection_file}",
+                      "--SubshellKernel.backend=trio"],
     "python3": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
 }
+
+# The same kernel on its trio backend, for the trio interrupt row.
+TRIO_VARIANT = {"subshell": "subshell-trio"}
 
 NEVER = float("inf")  # an interrupt that did not produce a reply in time
 DELIM = b"<IDS|MSG>"
@@ -681,28 +686,65 @@ INTERRUPT_CELLS = {
     "interrupt_spin": "while True:\n    pass",
     "interrupt_async": "import asyncio\nawait asyncio.sleep(30)",
 }
+INTERRUPT_SUBSHELL_CELLS = {
+    "interrupt_subshell_sleep": "import time\ntime.sleep(30)",
+    "interrupt_subshell_spin": "while True:\n    pass",
+}
+TRIO_CELL = "import trio\nawait trio.sleep(30)"
+
+
+def time_interrupt(k: Kernel, cfg: Config, key: str, code: str,
+                   subshell_id: str | None = None) -> float:
+    """Seconds from SIGINT (the kernelspec's interrupt mode) to the cell's reply."""
+    sent = time.perf_counter()
+    msg_id = k.submit(code, subshell_id)
+    k.wait_until(lambda: k.started(msg_id), cfg.timeout, "cell to start")
+    time.sleep(max(0.0, cfg.interrupt_delay - (time.perf_counter() - sent)))
+    start = time.perf_counter()
+    k.km.interrupt_kernel()
+    try:
+        k.reply(msg_id, cfg.interrupt_timeout, "execute_reply after interrupt")
+        elapsed = time.perf_counter() - start
+        k.wait_until(lambda: msg_id in k.idle, cfg.timeout, "status: idle")
+    except Timeout:
+        elapsed = NEVER
+        print(f"    [{k.label}] {key}: no reply within {cfg.interrupt_timeout:g}s; restarting",
+              flush=True)
+        k.restart()
+    k.reset()
+    return elapsed
 
 
 def bench_interrupt(k: Kernel, cfg: Config) -> dict:
-    out = {}
-    for key, code in INTERRUPT_CELLS.items():
-        sent = time.perf_counter()
-        msg_id = k.submit(code)
-        k.wait_until(lambda: k.started(msg_id), cfg.timeout, "cell to start")
-        time.sleep(max(0.0, cfg.interrupt_delay - (time.perf_counter() - sent)))
-        start = time.perf_counter()
-        k.km.interrupt_kernel()
-        try:
-            k.reply(msg_id, cfg.interrupt_timeout, "execute_reply after interrupt")
-            out[key] = time.perf_counter() - start
-            k.wait_until(lambda: msg_id in k.idle, cfg.timeout, "status: idle")
-        except Timeout:
-            out[key] = NEVER
-            print(f"    [{k.label}] {key}: no reply within {cfg.interrupt_timeout:g}s; restarting",
-                  flush=True)
-            k.restart()
-        k.reset()
+    out = {key: time_interrupt(k, cfg, key, code) for key, code in INTERRUPT_CELLS.items()}
+    if k.supports_subshells:
+        for key, code in INTERRUPT_SUBSHELL_CELLS.items():
+            subshell_id = k.create_subshell()
+            out[key] = time_interrupt(k, cfg, key, code, subshell_id)
+            if out[key] != NEVER:
+                k.delete_subshells([subshell_id])  # after a restart it is gone anyway
     return out
+
+
+def bench_interrupt_trio(k: Kernel, cfg: Config) -> dict:
+    """``await trio.sleep(30)``: on our kernel's trio backend, on ipykernel with
+    IPython's ``%autoawait trio`` (which runs each cell in ``trio.run``)."""
+    variant = TRIO_VARIANT.get(k.name)
+    if variant is None:
+        k.execute("%autoawait trio")
+        try:
+            return {"interrupt_trio": time_interrupt(k, cfg, "interrupt_trio", TRIO_CELL)}
+        finally:
+            k.execute("%autoawait asyncio", timeout=cfg.timeout)
+    trio_kernel = Kernel(variant, f"{k.label}-trio", k.spec_manager, k.workdir)
+    trio_kernel.start()
+    # a new kernel formats a first traceback in its first quiet second (IPython loads
+    # its formatter lazily); the other rows run on kernels that are long past it
+    time.sleep(2.0)
+    try:
+        return {"interrupt_trio": time_interrupt(trio_kernel, cfg, "interrupt_trio", TRIO_CELL)}
+    finally:
+        trio_kernel.shutdown(now=True)
 
 
 # --------------------------------------------------------------------------
@@ -770,7 +812,12 @@ def plan(cfg: Config) -> list[Bench]:
         Bench("interrupt", bench_interrupt,
               (Row("interrupt_sleep", "interrupt: time.sleep(30)", "s"),
                Row("interrupt_spin", "interrupt: while True: pass", "s"),
-               Row("interrupt_async", "interrupt: await asyncio.sleep(30)", "s")),
+               Row("interrupt_async", "interrupt: await asyncio.sleep(30)", "s"),
+               Row("interrupt_subshell_sleep", "interrupt: time.sleep(30) in a subshell", "s"),
+               Row("interrupt_subshell_spin", "interrupt: while True: pass in a subshell", "s")),
+              cfg.interrupt_rounds),
+        Bench("interrupt-trio", bench_interrupt_trio,
+              (Row("interrupt_trio", "interrupt: await trio.sleep(30)", "s"),),
               cfg.interrupt_rounds),
     ]
     return [b for b in benches if b.rounds > 0]
@@ -976,6 +1023,7 @@ def make_spec_manager(names: list[str], directory: Path) -> KernelSpecManager:
     """A KernelSpecManager that sees only our temporary kernelspecs (plus installed ones
     for names we do not know how to launch)."""
     kernels_dir = directory / "kernels"
+    names = [*names, *(TRIO_VARIANT[n] for n in names if n in TRIO_VARIANT)]
     for name in set(names) & KERNEL_ARGV.keys():
         spec_dir = kernels_dir / name
         spec_dir.mkdir(parents=True, exist_ok=True)
