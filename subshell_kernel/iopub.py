@@ -2,8 +2,8 @@
 
 Every send holds the lock of a ``sockets.SharedSocket``, so the socket is used
 by one thread at a time (zmq's rule for sharing a socket) and messages leave
-in the order their publishers took the lock.  A PUB socket never reads and nobody polls it, so no thread
-needs to own it.
+in the order their publishers took the lock.  A PUB socket never reads and
+nobody polls it, so no thread needs to own it.
 
 Why not a queue to an iopub thread (this kernel's first design, and
 ipykernel's): each request publishes at least two messages (busy, idle), and

@@ -57,14 +57,24 @@ class Router:
         self.thread.start()
 
     def stop(self, timeout: float) -> None:
-        """Stop reading and close both sockets (after in-flight sends)."""
+        """Stop reading and close both sockets (after in-flight sends); idempotent."""
+        if self._stopping:
+            return
         self._stopping = True
+        if self.thread.ident is None:  # never started (startup failed): close here
+            self._close()
+            return
         self._wake()
         self.thread.join(timeout)
 
     def _wake(self) -> None:
+        # Called by senders under a socket's lock; the router closes the pipe only
+        # after closing both sockets (under their locks), so fd is never stale here.
+        fd = self._wake_w
+        if fd is None:
+            return
         try:
-            os.write(self._wake_w, b"!")
+            os.write(fd, b"!")
         except BlockingIOError:  # the pipe is full: the router will wake anyway
             pass
 
@@ -86,10 +96,14 @@ class Router:
         except zmq.ContextTerminated:
             return
         finally:
-            for sock in (self.shell, self.stdin):
-                sock.close(linger=500)
-            os.close(wake_fd)
-            os.close(self._wake_w)
+            self._close()
+
+    def _close(self) -> None:
+        for sock in (self.shell, self.stdin):
+            sock.close(linger=500)
+        os.close(self._wake_r)
+        write_fd, self._wake_w = self._wake_w, None
+        os.close(write_fd)
 
     def _drain(self, sock: SharedSocket, handle) -> None:
         """Receive until nothing waits, in batches: all of a batch is received before
