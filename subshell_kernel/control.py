@@ -72,6 +72,9 @@ CONTROL_HANDLERS = {
 
 
 class Control:
+    #: how long the control socket must stay quiet before the warm-up runs
+    WARM_UP_AFTER_MS = 300
+
     def __init__(self, kernel: Kernel, socket: zmq.Socket, codec: Codec):
         self.kernel = kernel
         self.socket = socket
@@ -82,13 +85,15 @@ class Control:
         self.thread.start()
 
     def _run(self) -> None:
-        first = True
+        warmed_up = False
         while True:
             try:
-                if first and not self.socket.poll(1000):
-                    # a quiet first second: prepare the traceback formatter on this idle thread
+                if not warmed_up and not self.socket.poll(self.WARM_UP_AFTER_MS):
+                    # the first quiet moment, however late it comes: prepare the
+                    # traceback formatter on this idle thread (40 ms of CPU that the
+                    # first error or interrupt of a session would otherwise pay)
                     self.kernel.warm_up_tracebacks()
-                first = False
+                    warmed_up = True
                 frames = self.socket.recv_multipart()
             except zmq.ZMQError as e:  # ETERM at shutdown: the owner closes its socket
                 log.debug("control thread ends: %s", e)
