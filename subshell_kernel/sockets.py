@@ -17,6 +17,7 @@ import zmq
 
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 def send_frames(socket: zmq.Socket, frames: list) -> None:
@@ -59,7 +60,8 @@ class SharedSocket:
             if self._closed:
                 return
             send_frames(self.socket, frames)
-            if self._on_input is not None and self.socket.EVENTS & zmq.POLLIN:
+            # getsockopt with an int: ``socket.EVENTS`` resolves the name in Python
+            if self._on_input is not None and self.socket.getsockopt(_EVENTS) & _POLLIN:
                 self._on_input()
 
     def recv(self) -> list | None:
