@@ -254,7 +254,10 @@ class Subshell:
             reply = error_content("ProtocolError", str(e))
         except (Exception, KeyboardInterrupt, SystemExit) as e:  # a subshell outlives any request
             self.set_running(None)
-            log.exception("error handling %s", msg.msg_type)
+            if isinstance(e, KeyboardInterrupt):  # landed in IPython's code around the cell
+                log.info("%s interrupted before or after its user code", msg.msg_type)
+            else:
+                log.exception("error handling %s", msg.msg_type)
             reply = error_content(type(e).__name__, str(e))
         finally:
             if self._abort_remaining:
