@@ -1,12 +1,13 @@
 """The kernel: binds the sockets, starts the threads, runs the parent subshell.
 
-Threads (one owner per zmq socket; see docs/architecture.md):
+Threads (see docs/architecture.md; shell, stdin and iopub are shared under
+a lock by the threads that send on them, ``sockets.SharedSocket``):
 
-    main          parent subshell (AnyIO loop), SIGINT handler
-    shell-router  reads shell + stdin ROUTER (any thread sends, under a lock)
-    control       control ROUTER
-    iopub         iopub PUB
-    heartbeat     hb ROUTER, echoed by zmq.proxy in C
+    main          parent subshell (AnyIO loop, uvloop if installed), SIGINT handler
+    shell-router  the only reader of shell + stdin ROUTER
+    control       control ROUTER (owned)
+    iopub-flush   timer: sends buffered stream output flush_interval after it starts
+    heartbeat     hb ROUTER (owned), echoed by zmq.proxy in C
     subshell-<id> one child subshell each (AnyIO loop)
 """
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import zmq
@@ -37,9 +38,8 @@ class FakeKernel:
 
     def __init__(self, inbox: queue.SimpleQueue) -> None:
         parent = FakeSubshell(inbox)
-        self.subshells = type("Registry", (), {"get": staticmethod(
-            lambda sid: parent if sid is None else None)})()
-        self.iopub = type("NoIOPub", (), {"status": staticmethod(lambda *a: None)})()
+        self.subshells = SimpleNamespace(get=lambda sid: parent if sid is None else None)
+        self.iopub = SimpleNamespace(status=lambda *args: None)
 
 
 @pytest.fixture

@@ -590,18 +590,26 @@ def test_interrupt_request_interrupts_every_busy_subshell(fresh_kernel):
     assert value(k, "'ok'") == "ok"
 
 
-def test_interrupt_cancels_an_await_cell_in_a_subshell(fresh_kernel):
-    k = fresh_kernel
+def interrupt_in_a_subshell(k, code: str, interrupt) -> tuple[str, dict, float]:
+    """Run ``code`` in a new subshell, interrupt it 0.3 s in with ``interrupt()``;
+    return the subshell id, the reply content and the seconds the reply took."""
     warm_up(k)
     sid = k.create_subshell()
-    mid = k.execute("import asyncio\nawait asyncio.sleep(30)", sid)
+    mid = k.execute(code, sid)
     wait_started(k, mid)
     time.sleep(0.3)
     t0 = time.monotonic()
-    k.control("interrupt_request")
-    rep = reply(k, mid, timeout=5)
-    elapsed = time.monotonic() - t0
-    assert_error(rep["content"], "KeyboardInterrupt")
+    interrupt()
+    content = reply(k, mid, timeout=10)["content"]
+    return sid, content, time.monotonic() - t0
+
+
+def test_interrupt_cancels_an_await_cell_in_a_subshell(fresh_kernel):
+    k = fresh_kernel
+    sid, content, elapsed = interrupt_in_a_subshell(
+        k, "import asyncio\nawait asyncio.sleep(30)", lambda: k.control("interrupt_request")
+    )
+    assert_error(content, "KeyboardInterrupt")
     assert elapsed < 1.0, f"cancelling took {elapsed:.2f} s"
     assert value(k, "'ok'", sid) == "ok"
 
@@ -660,15 +668,9 @@ def test_signal_interrupt_reaches_a_busy_subshell(fresh_kernel):
 
 def test_interrupt_ends_time_sleep_in_a_subshell_at_once(fresh_kernel):
     k = fresh_kernel
-    warm_up(k)
-    sid = k.create_subshell()
-    mid = k.execute("import time\nprint('started', flush=True)\ntime.sleep(30)", sid)
-    wait_started(k, mid)
-    time.sleep(0.3)
-    t0 = time.monotonic()
-    k.km.interrupt_kernel()
-    content = reply(k, mid, timeout=10)["content"]
-    elapsed = time.monotonic() - t0
+    sid, content, elapsed = interrupt_in_a_subshell(
+        k, "import time\nprint('started', flush=True)\ntime.sleep(30)", k.km.interrupt_kernel
+    )
     assert_error(content, "KeyboardInterrupt")
     assert elapsed < 2.0, f"time.sleep(30) in a subshell took {elapsed:.2f} s to interrupt"
     # a sleep that is not interrupted lasts as long as asked
