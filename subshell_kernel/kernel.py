@@ -1,14 +1,21 @@
-"""The kernel: binds the sockets, starts the threads, runs the parent subshell.
+"""The kernel: builds the parts, hands each the collaborators it uses, runs until shutdown.
 
-Threads (see docs/architecture.md; shell, stdin and iopub are shared under
-a lock by the threads that send on them, ``sockets.SharedSocket``):
+Threads (the map in docs/architecture.md says what each waits in):
 
-    main          parent subshell (AnyIO loop, uvloop if installed), SIGINT handler
-    shell-router  the only reader of shell + stdin ROUTER
-    control       control ROUTER (owned)
-    iopub-flush   timer: sends buffered stream output flush_interval after it starts
-    heartbeat     hb ROUTER (owned), echoed by zmq.proxy in C
-    subshell-<id> one child subshell each (AnyIO loop)
+    main           the parent subshell's AnyIO loop (uvloop if installed); SIGINT, SIGTERM
+    shell-router   the only reader of the shell and stdin sockets
+    control        owns the control socket
+    iopub          an AnyIO loop whose task group runs the flush timer, the fd 1 and
+                   fd 2 readers and the XPUB subscriptions; publishers send in place
+    heartbeat      echoes pings with zmq.proxy, in C
+    subshell-<id>  one child subshell each (AnyIO loop)
+    parent-watch   only when launched by jupyter_client: exits if the launcher died
+    exit-watchdog  from a shutdown request on: ends the process if shutdown hangs
+    (a timer)      0.2 s after an interrupt of an ``await`` cell, escalates if the
+                   loop is blocked (``Subshell.interrupt``)
+
+Nothing below the kernel imports it: the parts get what they use (the
+``Channels``, the registry, a dispatch table, callables) when they are built.
 """
 
 from __future__ import annotations
@@ -16,74 +23,39 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
-import signal
 import sys
 import threading
 import time
-import uuid
 from typing import Any
 
 import zmq
 from traitlets import Bool, Enum, Float, Unicode
 from traitlets.config import LoggingConfigurable
 
-from . import __version__, comms
-from .context import get_parent, propagate_parent_to_threads
-from .control import Control
-from .fdcapture import FdCapture
-from .iopub import IOPub
-from .protocol import PROTOCOL_VERSION, Codec
-from .router import Router
-from .shell import KernelShell, SubshellState
-from .stdin import Stdin
-from .streams import OutStream, StreamRouter
-from .subshell import Subshell, install_interruptible_sleep
+from . import __version__
+from .adapter.comms import KernelCommManager, comm_class
+from .adapter.handlers import ShellHandlers
+from .adapter.shell import KernelShell, SubshellState
+from .adapter.stdin import Stdin
+from .core.kernel_info import kernel_info_content
+from .core.lifecycle import Outbox
+from .core.protocol import Codec
+from .hooks import InterpreterHooks
+from .runtime.context import get_parent
+from .runtime.kernel_requests import KernelRequests
+from .runtime.registry import Subshells
+from .runtime.streams import StreamRouter
+from .runtime.subshell import Subshell
+from .transport import sockets
+from .transport.channels import Channels
+from .transport.control import Control
+from .transport.iopub import IOPub
+from .transport.router import Router
 
 log = logging.getLogger(__name__)
 
-
-_KERNEL_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-class Subshells:
-    """The registry of subshells; the parent subshell is ``get(None)``."""
-
-    def __init__(self, kernel: Kernel):
-        self.kernel = kernel
-        self.parent: Subshell | None = None
-        self._children: dict[str, Subshell] = {}
-        self._lock = threading.Lock()
-
-    def get(self, subshell_id: str | None) -> Subshell | None:
-        if subshell_id is None:
-            return self.parent
-        if not isinstance(subshell_id, str):
-            return None
-        return self._children.get(subshell_id)
-
-    def create(self) -> str:
-        subshell_id = str(uuid.uuid4())
-        sub = Subshell(self.kernel, subshell_id, SubshellState(self.kernel.shell))
-        sub.start_thread()
-        with self._lock:
-            self._children[subshell_id] = sub
-        return subshell_id
-
-    def delete(self, subshell_id: str) -> bool:
-        """Stop a subshell without waiting for it (a busy one is interrupted)."""
-        with self._lock:
-            sub = self._children.pop(subshell_id, None)
-        if sub is None:
-            return False
-        sub.stop()
-        return True
-
-    def ids(self) -> list[str]:
-        return list(self._children)
-
-    def children(self) -> list[Subshell]:
-        return list(self._children.values())
+#: exit status when the shutdown watchdog had to end the process
+WATCHDOG_EXIT_STATUS = 3
 
 
 class Kernel(LoggingConfigurable):
@@ -125,104 +97,99 @@ class Kernel(LoggingConfigurable):
         key = connection.get("key", "")
         key = key.encode() if isinstance(key, str) else key
         self.codec = Codec(key, connection.get("signature_scheme", "hmac-sha256"))
-        self.subshells = Subshells(self)
-        self._control_done = threading.Event()
+        self.hooks = InterpreterHooks()
+        self._shutdown_answered = threading.Event()
         self._shutting_down = False
-        self._sigint_parent_only = False
+        self._stopped_children: list[Subshell] = []
         self._exited = threading.Event()
-        #: header of the execute request that started most recently (fd output goes there)
-        self.last_execute: dict[str, Any] | None = None
 
     # -- startup ----------------------------------------------------------------------
-    def backend_options(self, parent: bool) -> dict[str, Any]:
+    def _loop_options(self, parent: bool) -> dict[str, Any]:
         """``anyio.run`` options for a subshell's loop (``parent``: the main thread's)."""
         if parent and self.backend == "asyncio" and self.use_uvloop:
             try:
-                import uvloop  # noqa: F401
+                import uvloop  # noqa: F401  (optional: only its presence is checked)
             except ImportError:
                 return {}
             return {"use_uvloop": True}
         return {}
 
-    def _bind(self, kind: int, name: str) -> zmq.Socket:
-        sock = self.context.socket(kind)
-        sock.setsockopt(zmq.LINGER, 1000)
-        if kind != zmq.PUB:
-            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        sock.setsockopt(zmq.SNDHWM, 0)
-        sock.setsockopt(zmq.RCVHWM, 0)
-        public, secret = self.connection.get("curve_publickey"), self.connection.get("curve_secretkey")
-        if public and secret:  # CurveZMQ: encrypted, and only clients with the keys get in
-            sock.curve_secretkey = secret.encode() if isinstance(secret, str) else secret
-            sock.curve_publickey = public.encode() if isinstance(public, str) else public
-            sock.curve_server = True
-        transport = self.connection.get("transport", "tcp")
-        ip = self.connection.get("ip") or self.ip
-        port = int(self.connection.get(f"{name}_port") or 0)
-        if transport == "tcp":
-            if port:
-                sock.bind(f"tcp://{ip}:{port}")
-            else:
-                port = sock.bind_to_random_port(f"tcp://{ip}")
-        else:
-            path = f"{ip}-{port or 1}"
-            sock.bind(f"ipc://{path}")
-        self.connection[f"{name}_port"] = port
-        return sock
-
     def start(self, write_connection_to: os.PathLike | None = None) -> None:
         """Run the kernel on the calling (main) thread until shutdown."""
-        # threads inherit the signal mask: ours are started with SIGINT/SIGTERM blocked,
-        # so those signals always wake the main thread (unblocked in _start_io)
-        signal.pthread_sigmask(signal.SIG_BLOCK, _KERNEL_SIGNALS)
-        shell_sock = self._bind(zmq.ROUTER, "shell")
-        stdin_sock = self._bind(zmq.ROUTER, "stdin")
-        control_sock = self._bind(zmq.ROUTER, "control")
-        iopub_sock = self._bind(zmq.PUB, "iopub")
-        hb_sock = self._bind(zmq.ROUTER, "hb")
+        hooks = self.hooks
+        hooks.block_signals()  # every thread started from here on inherits the block
+        bind = lambda kind, name: sockets.bind(self.context, kind, self.connection, name, self.ip)  # noqa: E731
+        shell_sock, stdin_sock = bind(zmq.ROUTER, "shell"), bind(zmq.ROUTER, "stdin")
+        control_sock, iopub_sock = bind(zmq.ROUTER, "control"), bind(zmq.XPUB, "iopub")
+        hb_sock = bind(zmq.ROUTER, "hb")
         if write_connection_to is not None:
             _write_private_json(write_connection_to, self.connection)
             log.warning("wrote connection file %s", write_connection_to)
 
-        self.iopub = IOPub(iopub_sock, self.codec, self.flush_interval)
-        self.streams = StreamRouter(self.iopub)
-        log_stream = sys.__stderr__
-        if self.capture_fd_output:
-            capture = FdCapture(self.streams, lambda: self.last_execute)
-            capture.start()
-            log_stream = capture.original_stderr()
-        _log_to(log_stream)
-        self.stdin = Stdin(self)
-        self._init_shell()
-        self.router = Router(self, shell_sock, stdin_sock, self.codec.fork())
-        self.control = Control(self, control_sock, self.codec.fork())
-        self._heartbeat = threading.Thread(
-            target=_echo, args=(hb_sock,), name="heartbeat", daemon=True
-        )
+        self.iopub = iopub = IOPub(iopub_sock, self.codec.fork(), self.backend, self.flush_interval)
+        self.streams = streams = StreamRouter(iopub.publish, iopub.flush_soon)
+        fd_pipes = hooks.redirect_fds() if self.capture_fd_output else {}
+        hooks.log_to_original_stderr()
 
-        parent = Subshell(self, None, self.shell.parent_state)
-        self.subshells.parent = parent
-        signal.signal(signal.SIGINT, self.on_sigint)
-        signal.signal(signal.SIGTERM, self._on_sigterm)
-        sys.setswitchinterval(self.switch_interval)
-        self.iopub.start()
-        self._heartbeat.start()
+        wake = sockets.WakePipe()
+        shell = sockets.SharedSocket(shell_sock, on_input=wake.wake)
+        stdin = sockets.SharedSocket(stdin_sock, on_input=wake.wake)
+        self.channels = channels = Channels(self.codec, shell, stdin, iopub)
+        outbox = Outbox(channels.status, channels.reply, streams.flush)
+        self.stdin = Stdin(channels, streams.flush)
+        self.shell = self._make_shell(streams)
+        self.comm_manager = KernelCommManager()
+        self.subshells = subshells = Subshells(self._new_child)
+        requests = KernelRequests(subshells, self.kernel_info, self.request_shutdown,
+                                  streams.publish)
+        self.handlers = ShellHandlers(self.shell, self.comm_manager, streams,
+                                      requests.shell_table())
+        self._outbox = outbox
+        subshells.parent = Subshell(
+            None, self.shell.parent_state, self.handlers.table, outbox, self.backend,
+            self._loop_options(parent=True), interrupt_main=subshells.interrupt_main_thread,
+        )
+        self.router = Router(shell, stdin, wake, self.codec.fork(), subshells.deliver,
+                             self.stdin.on_reply, outbox)
+        self.control = Control(control_sock, self.codec.fork(), requests.control_table(),
+                               channels.status, streams.flush, on_quiet=self.warm_up,
+                               on_answered=self._on_control_answered)
+        hooks.install(
+            streams=streams, input=self.stdin.input, getpass_=self.stdin.getpass,
+            comm_class=comm_class(streams), comm_manager=self.comm_manager, shell=self.shell,
+            switch_interval=self.switch_interval, on_sigint=subshells.on_sigint,
+            on_sigterm=self._on_sigterm,
+        )
+        iopub.start(streams.flush_all, fd_pipes, streams.write_fd_output)
+        sockets.start_heartbeat(hb_sock)
         if os.environ.get("JPY_PARENT_PID"):
             threading.Thread(target=self._exit_with_launcher, name="parent-watch",
                              daemon=True).start()
         try:
-            parent.run(on_ready=self._start_io)
+            subshells.parent.run(on_ready=self._start_io)
         finally:
             self._cleanup()
+
+    def _make_shell(self, streams: StreamRouter) -> KernelShell:
+        shell = KernelShell.instance(parent=self)
+        shell.output = streams
+        shell.kernel = self
+        shell.set_hook("show_in_pager",
+                       lambda sh, data, start=0, screen_lines=0: sh._page(data, start))
+        return shell
+
+    def _new_child(self, subshell_id: str) -> Subshell:
+        return Subshell(subshell_id, SubshellState(self.shell), self.handlers.table, self._outbox,
+                        self.backend, self._loop_options(parent=False))
 
     def _start_io(self) -> None:
         self.router.start()
         self.control.start()
         self.iopub.status("starting", None)
         log.info("subshell_kernel %s ready (%s backend)", __version__, self.backend)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _KERNEL_SIGNALS)
+        self.hooks.unblock_signals()
 
-    def warm_up_tracebacks(self) -> None:
+    def warm_up(self) -> None:
         """Format one traceback off the hot path: IPython loads its formatter lazily,
         which made the first error or interrupt of a session ~40 ms slower."""
         try:
@@ -230,107 +197,37 @@ class Kernel(LoggingConfigurable):
         except KeyboardInterrupt:
             self.shell.InteractiveTB.structured_traceback(*sys.exc_info())
 
-    def _init_shell(self) -> None:
-        os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-        propagate_parent_to_threads()
-        install_interruptible_sleep()
-        sys.stdout = OutStream("stdout", self.streams)
-        sys.stderr = OutStream("stderr", self.streams)
-        shell = KernelShell.instance(parent=self)
-        shell.publisher = self.iopub.publish
-        shell.stream_flusher = self.streams.flush
-        shell.kernel = self
-        shell.set_hook("show_in_pager", lambda sh, data, start=0, screen_lines=0: sh._page(data, start))
-        self.shell = shell
-        self.comm_manager = comms.install(self)
-        self.stdin.install()
-
-    # -- used by subshells and libraries ---------------------------------------------
-    def send_shell(self, frames: list) -> None:
-        self.router.shell.send(frames)
-
-    def send_stdin(self, frames: list) -> None:
-        self.router.stdin.send(frames)
-
-    def publish_now(self, msg_type: str, content: dict, metadata=None, buffers=None) -> None:
-        """Publish with the current parent, after its buffered output (even if silent)."""
-        parent = get_parent()
-        self.streams.flush(parent)
-        self.iopub.publish(msg_type, content, parent, metadata, buffers)
-
+    # -- used by libraries (``get_ipython().kernel``) ------------------------------------
     def get_parent(self, channel: str = "shell") -> dict[str, Any]:
         """The request being handled, as ipykernel returns it (ipywidgets' Output uses it)."""
         return {"header": get_parent() or {}}
 
     def kernel_info(self) -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "protocol_version": PROTOCOL_VERSION,
-            "implementation": "subshell_kernel",
-            "implementation_version": __version__,
-            "language_info": {
-                "name": "python",
-                "version": platform.python_version(),
-                "mimetype": "text/x-python",
-                "codemirror_mode": {"name": "ipython", "version": 3},
-                "pygments_lexer": "ipython3",
-                "nbconvert_exporter": "python",
-                "file_extension": ".py",
-            },
-            "banner": f"Python {sys.version.split()[0]} on subshell_kernel {__version__} "
-            f"({self.backend})",
-            "help_links": [
-                {"text": "Python", "url": "https://docs.python.org/3/"},
-                {"text": "IPython", "url": "https://ipython.readthedocs.io/"},
-            ],
-            "supported_features": ["kernel subshells"],
-            "debugger": False,
-        }
-
-    # -- interrupt ----------------------------------------------------------------------
-    def interrupt_all(self) -> None:
-        """Interrupt every busy subshell (from any thread)."""
-        for sub in self.subshells.children():
-            sub.interrupt()
-        self.subshells.parent.interrupt()
-
-    def signal_parent_interrupt(self) -> None:
-        """Raise KeyboardInterrupt in blocking code on the main thread, via SIGINT."""
-        self._sigint_parent_only = True
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-
-    def on_sigint(self, signum, frame) -> None:
-        """SIGINT handler (main thread): a signal-mode interrupt reaches every subshell."""
-        if self._sigint_parent_only:
-            self._sigint_parent_only = False
-        else:
-            for sub in self.subshells.children():
-                sub.interrupt()
-        self.subshells.parent.interrupt()  # raises KeyboardInterrupt into a blocking cell
+        return kernel_info_content(__version__, self.backend, ["kernel subshells"], debugger=False)
 
     # -- shutdown -----------------------------------------------------------------------
-    def request_shutdown(self, restart: bool = False) -> None:
-        """Stop every subshell without waiting; the process exits within 2 s."""
+    def request_shutdown(self, restart: bool = False, answered_on_control: bool = False) -> None:
+        """Stop every subshell without waiting; the process exits within 2 s.
+
+        A shutdown request's reply is sent after this returns: on control, the
+        control thread says so (``_on_control_answered``); on shell, the subshell
+        that handles it sends it before it stops, and ``_cleanup`` joins it.
+        """
         if self._shutting_down:
             return
         self._shutting_down = True
+        if not answered_on_control:
+            self._shutdown_answered.set()
         self._shutdown_deadline = time.monotonic() + 1.8
-        self._stopped_children = self.subshells.children()
-        for subshell_id in self.subshells.ids():
-            self.subshells.delete(subshell_id)
+        self._stopped_children = self.subshells.stop_children()
         threading.Thread(target=self._exit_watchdog, name="exit-watchdog", daemon=True).start()
         self.subshells.parent.stop()  # last: from a signal handler it may raise KeyboardInterrupt
 
-    @property
-    def shutting_down(self) -> bool:
-        return self._shutting_down
-
-    def finish_shutdown(self) -> None:
-        """The shutdown reply has been sent: the main thread may close the sockets."""
-        self._control_done.set()
+    def _on_control_answered(self, msg) -> None:
+        if msg.msg_type == "shutdown_request" and self._shutting_down:
+            self._shutdown_answered.set()  # the main thread may close the sockets now
 
     def _on_sigterm(self, signum, frame) -> None:
-        self.finish_shutdown()
         self.request_shutdown()
 
     def _exit_with_launcher(self) -> None:
@@ -341,46 +238,31 @@ class Kernel(LoggingConfigurable):
         while not self._exited.wait(1.0):
             if os.getppid() != launcher:
                 log.warning("the process that launched this kernel is gone; shutting down")
-                self.finish_shutdown()
                 self.request_shutdown()
                 return
 
     def _exit_watchdog(self) -> None:
-        """However stuck a thread is (a C call, a socket), exit by the deadline."""
+        """However stuck a thread is (a C call, a socket), exit by the deadline, and say so:
+        a shutdown that needed the watchdog is not a clean one."""
         self._exited.wait(max(0.0, self._shutdown_deadline - time.monotonic()))
         if not self._exited.is_set():
-            log.warning("shutdown did not complete in time; exiting")
-            os._exit(0)
+            log.error("shutdown did not complete within 1.8 s; the watchdog ends the process "
+                      "(exit status %d)", WATCHDOG_EXIT_STATUS)
+            os._exit(WATCHDOG_EXIT_STATUS)
 
     def _cleanup(self) -> None:
         """Main thread, after the parent subshell's loop ended: close in owner order."""
-        self._control_done.wait(1.0)
+        self._shutdown_answered.wait(1.0)
         deadline = time.monotonic() + 0.8
-        children = getattr(self, "_stopped_children", [])
-        for sub in children:
+        for sub in self._stopped_children:
             if sub.join(max(0.0, deadline - time.monotonic())):
                 sub.state.close()  # here, not on its thread: finalization must not race SQLite
         self.router.stop(1.0)
-        self.iopub.stop(1.0)  # flushes buffered output and closes the socket
-        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        self.hooks.uninstall()  # fds 1 and 2 back first: nothing new goes into the pipes
+        self.iopub.stop(1.0)  # forwards what the pipes hold, flushes, closes the socket
         # every socket is closed by its owner thread (control and heartbeat on ETERM)
         self.context.term()
         self._exited.set()
-
-
-def _log_to(stream) -> None:
-    """The kernel's own log goes to the terminal that started it, never to a frontend.
-
-    Without a handler, records would reach ``logging.lastResort``, which writes
-    to ``sys.stderr``: the OutStream of whatever request is current.
-    """
-    package_log = logging.getLogger(__name__.rpartition(".")[0])
-    if not package_log.handlers:
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(logging.Formatter("[subshell_kernel] %(levelname)s | %(message)s"))
-        package_log.addHandler(handler)
-        package_log.setLevel(logging.WARNING)
-        package_log.propagate = False
 
 
 def _write_private_json(path: os.PathLike, data: dict) -> None:
@@ -388,11 +270,3 @@ def _write_private_json(path: os.PathLike, data: dict) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=1)
-
-
-def _echo(sock: zmq.Socket) -> None:
-    """Heartbeat: echo every ping in C (``zmq.proxy`` releases the GIL)."""
-    try:
-        zmq.proxy(sock, sock)
-    except zmq.ZMQError:  # ETERM at shutdown
-        sock.close(linger=0)

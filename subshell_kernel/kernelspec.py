@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .protocol import PROTOCOL_VERSION
+from .core.protocol import PROTOCOL_VERSION
 
 DEFAULT_NAME = "subshell"
 

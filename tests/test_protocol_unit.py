@@ -1,4 +1,4 @@
-"""Unit tests for the sans-IO wire protocol core (``subshell_kernel.protocol``).
+"""Unit tests for the sans-IO wire protocol core (``subshell_kernel.core.protocol``).
 
 No sockets, no kernel process: frames are built with jupyter_client's
 ``Session`` (the reference implementation a frontend uses) or by hand, and fed
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jupyter_client.session import Session, json_packer
 
-from subshell_kernel.protocol import (
+from subshell_kernel.core.protocol import (
     DELIM,
     PROTOCOL_VERSION,
     Codec,
@@ -147,7 +147,9 @@ def test_round_trip_of_a_session_message(codec, client):
     assert m.decode() is m
     assert m.parent_header == wire_json(parent)
     assert m.metadata == {"cellId": "c1", "unicode": "héllo ✓"}
-    assert m.content == {"code": "print('hi')", "silent": False, "nested": {"a": [1, 2.5, None, True]}}
+    assert m.content == {
+        "code": "print('hi')", "silent": False, "nested": {"a": [1, 2.5, None, True]}
+    }
     assert m.buffers == buffers
 
 
@@ -248,7 +250,8 @@ def test_fork_shares_replay_history_and_key(codec, client):
     _, frames = client_frames(client)
     other = codec.fork()
     codec.parse(list(frames))
-    with pytest.raises(ProtocolError, match="replay"):  # captured on one channel, replayed on another
+    # captured on one channel, replayed on another
+    with pytest.raises(ProtocolError, match="replay"):
         other.parse(list(frames))
     _, bad = client_frames(Session(key=OTHER_KEY))
     with pytest.raises(ProtocolError, match="signature"):

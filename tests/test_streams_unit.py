@@ -1,28 +1,29 @@
-"""Unit tests for stdout/stderr routing (``subshell_kernel.streams``) and the
-iopub publisher (``subshell_kernel.iopub``), without sockets or a kernel process.
+"""Unit tests for stdout/stderr routing (``runtime.streams``) and the iopub
+publisher and its task group (``transport.iopub``), without a kernel process.
 
 ``StreamRouter`` is driven with a fake IOPub that records calls; ``IOPub`` is
-given a fake socket.
+given a real XPUB socket on inproc, read by a SUB socket, as a frontend would.
 """
 
 from __future__ import annotations
 
 import contextvars
-import json
+import os
 import threading
 import time
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import zmq
 from jupyter_client.session import Session
 
-from subshell_kernel import context as ctx
-from subshell_kernel.context import current_parent, get_parent, propagate_parent_to_threads
-from subshell_kernel.iopub import IOPub
-from subshell_kernel.protocol import DELIM, Codec
-from subshell_kernel.streams import OutStream, StreamRouter
+from subshell_kernel.core.protocol import Codec
+from subshell_kernel.runtime import context as ctx
+from subshell_kernel.runtime.context import current_parent, get_parent, start_with_parent
+from subshell_kernel.runtime.streams import OutStream, StreamRouter
+from subshell_kernel.transport.iopub import IOPub
 
 KEY = b"0f6b2c1e-stream-tests"
 
@@ -35,7 +36,6 @@ class FakeIOPub:
 
     def __init__(self) -> None:
         self.events: list[tuple] = []
-        self.on_flush_due = lambda: None
 
     def publish(self, msg_type, content, parent, metadata=None, buffers=None) -> None:
         self.events.append(("publish", msg_type, dict(content), parent))
@@ -87,9 +87,13 @@ def iopub() -> FakeIOPub:
     return FakeIOPub()
 
 
+def stream_router(iopub, **kwargs) -> StreamRouter:
+    return StreamRouter(iopub.publish, iopub.flush_soon, **kwargs)
+
+
 @pytest.fixture
 def router(iopub) -> StreamRouter:
-    return StreamRouter(iopub)
+    return stream_router(iopub)
 
 
 @pytest.fixture
@@ -104,11 +108,15 @@ def restore_thread_start(monkeypatch):
     yield
 
 
+def propagate_parent_to_threads() -> None:
+    """What ``hooks`` installs (the test's fixture undoes it)."""
+    threading.Thread.start = start_with_parent(ctx_original_start)
+
+
+ctx_original_start = threading.Thread.start
+
+
 # -- StreamRouter ---------------------------------------------------------------------
-
-
-def test_router_installs_itself_as_the_periodic_flush(iopub, router):
-    assert iopub.on_flush_due == router.flush_all
 
 
 def test_writes_under_two_parents_are_buffered_separately(iopub, router, streams):
@@ -229,7 +237,7 @@ def test_flush_all_emits_all_and_empties(iopub, router, streams):
 
 
 def test_exceeding_max_buffer_emits_immediately(iopub):
-    router = StreamRouter(iopub, max_buffer=10)
+    router = stream_router(iopub, max_buffer=10)
     out = OutStream("stdout", router)
     a = parent("A")
     with current(a):
@@ -245,7 +253,7 @@ def test_exceeding_max_buffer_emits_immediately(iopub):
 
 
 def test_one_huge_write_is_emitted_at_once(iopub):
-    router = StreamRouter(iopub, max_buffer=100)
+    router = stream_router(iopub, max_buffer=100)
     with current(parent("A")):
         OutStream("stdout", router).write("x" * 1000)
     assert [len(t) for _, t, _ in iopub.published] == [1000]
@@ -277,7 +285,7 @@ def test_flush_soon_once_per_new_buffer(iopub, router, streams):
 def test_concurrent_writers_never_mix(iopub):
     """Threads writing under their own parents, with tiny buffers: text stays per parent
     and in order."""
-    router = StreamRouter(iopub, max_buffer=7)
+    router = stream_router(iopub, max_buffer=7)
     out = OutStream("stdout", router)
     parents = [parent(f"T{i}") for i in range(4)]
     barrier = threading.Barrier(len(parents))
@@ -383,7 +391,6 @@ def test_thread_output_goes_to_the_parent_that_started_it(
     restore_thread_start, streams, iopub, router
 ):
     propagate_parent_to_threads()
-    propagate_parent_to_threads()  # idempotent
     out, _ = streams
     a, b = parent("A"), parent("B")
     with current(a):
@@ -470,7 +477,6 @@ def test_get_parent_in_a_thread(restore_thread_start):
 )
 def test_without_propagation_threads_lose_the_parent(restore_thread_start, streams, iopub, router):
     """Documents why ``propagate_parent_to_threads`` exists."""
-    threading.Thread.start = ctx._original_start
     out, _ = streams
     with current(parent("A")):
         t = _thread_writing(out, "lost")
@@ -480,28 +486,7 @@ def test_without_propagation_threads_lose_the_parent(restore_thread_start, strea
     assert iopub.published == [("stdout", "lost", None)]
 
 
-# -- IOPub with a fake socket -------------------------------------------------------------
-
-
-class FakeSocket:
-    """Collects multipart messages sent frame by frame, as ``send_frames`` does."""
-
-    def __init__(self, fail_after: int | None = None) -> None:
-        self.sent: list[list[bytes]] = []
-        self.fail_after = fail_after
-        self.closed = False
-        self._parts: list[bytes] = []
-
-    def send(self, frame, flags: int = 0) -> None:
-        if self.closed or self.fail_after is not None and len(self.sent) >= self.fail_after:
-            raise zmq.ZMQError(zmq.ENOTSOCK)
-        self._parts.append(bytes(frame))
-        if not flags & zmq.SNDMORE:
-            self.sent.append(self._parts)
-            self._parts = []
-
-    def close(self, linger=None) -> None:
-        self.closed = True
+# -- IOPub on a real XPUB socket, with its task group running ------------------------------
 
 
 def decoded(frames: list[bytes]) -> dict:
@@ -513,78 +498,150 @@ def decoded(frames: list[bytes]) -> dict:
     return msg
 
 
-@pytest.fixture
-def real_iopub():
-    sock = FakeSocket()
-    iop = IOPub(sock, Codec(KEY), flush_interval=0.01)  # type: ignore[arg-type]
-    iop.socket = sock
-    yield iop
+class Subscriber:
+    """A frontend's SUB socket on the kernel's XPUB."""
+
+    def __init__(self, context: zmq.Context, address: str, topic: bytes = b"") -> None:
+        self.socket = context.socket(zmq.SUB)
+        self.socket.linger = 0
+        self.socket.connect(address)
+        self.socket.subscribe(topic)
+
+    def next(self, timeout: float = 5) -> dict:
+        assert self.socket.poll(int(timeout * 1000)), "nothing arrived"
+        return decoded(self.socket.recv_multipart())
+
+    def next_of(self, msg_type: str, timeout: float = 5) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.next(max(0.01, deadline - time.monotonic()))
+            if msg["msg_type"] == msg_type:
+                return msg
+
+    def drain(self, wait: float = 0.1) -> list[dict]:
+        msgs = []
+        while self.socket.poll(int(wait * 1000)):
+            msgs.append(decoded(self.socket.recv_multipart()))
+        return msgs
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def wired_iopub(request):
+    """An IOPub whose task group runs, a stream router on it, and one subscriber
+    that has already received its welcome."""
+    context = zmq.Context()
+    xpub = context.socket(zmq.XPUB)
+    address = f"inproc://iopub-{id(xpub)}"
+    xpub.bind(address)
+    iop = IOPub(xpub, Codec(KEY), request.param, flush_interval=0.01)
+    router = StreamRouter(iop.publish, iop.flush_soon)
+    fd_output: list[tuple[str, str]] = []
+    read_end, write_end = os.pipe()
+    iop.start(router.flush_all, {"stdout": read_end},
+              lambda name, text: fd_output.append((name, text)))
+    sub = Subscriber(context, address)
+    assert sub.next_of("iopub_welcome")["content"] == {"subscription": ""}
+    ns = SimpleNamespace(iopub=iop, router=router, sub=sub, context=context, address=address,
+                         fd_write=write_end, fd_output=fd_output)
+    yield ns
     iop.stop()
+    os.close(write_end)
+    os.close(read_end)
+    sub.socket.close()
+    context.term()
 
 
-def test_iopub_publish_sends_signed_frames_at_once(real_iopub):
+def test_each_new_subscriber_gets_a_welcome_on_its_topic(wired_iopub):
+    w = wired_iopub
+    status_only = Subscriber(w.context, w.address, b"kernel.status")
+    welcome = status_only.next()
+    assert welcome["msg_type"] == "iopub_welcome"
+    assert welcome["content"] == {"subscription": "kernel.status"}
+    assert welcome["topic"] == [b"kernel.status"]
+    assert welcome["parent_header"] == {}
+    # a subscriber of everything sees that welcome too (it matches its topic)
+    assert w.sub.next_of("iopub_welcome")["content"] == {"subscription": "kernel.status"}
+    # a second subscriber of everything gets a welcome of its own
+    again = Subscriber(w.context, w.address)
+    assert again.next_of("iopub_welcome")["content"] == {"subscription": ""}
+    status_only.socket.close()
+    again.socket.close()
+
+
+def test_publish_sends_signed_frames_at_once(wired_iopub):
+    w = wired_iopub
     p = parent("A", subshell_id="sub")
-    real_iopub.publish("display_data", {"data": {"text/plain": "x"}}, p, {"m": 1}, [b"buf"])
-    real_iopub.status("busy", p)
-    sent = real_iopub.socket.sent
-    assert len(sent) == 2
-    display, status = decoded(sent[0]), decoded(sent[1])
+    w.iopub.publish("display_data", {"data": {"text/plain": "x"}}, p, {"m": 1}, [b"buf"])
+    w.iopub.status("busy", p)
+    display, status = w.sub.next(), w.sub.next()
     assert display["topic"] == [b"kernel.display_data"]
     assert display["content"] == {"data": {"text/plain": "x"}}
     assert display["metadata"] == {"m": 1}
     assert display["buffers"][0] == b"buf"
     assert display["header"]["subshell_id"] == "sub"
-    assert json.loads(sent[0][sent[0].index(DELIM) + 3]) == p  # parent verbatim
+    assert display["parent_header"] == p  # verbatim
     assert status["topic"] == [b"kernel.status"]
     assert status["content"] == {"execution_state": "busy"}
 
 
-def test_iopub_keeps_publish_order_and_flushes_streams_on_stop(real_iopub):
-    router = StreamRouter(real_iopub)  # type: ignore[arg-type]
-    out = OutStream("stdout", router)
+def test_publish_order_holds_and_stop_flushes_what_is_buffered(wired_iopub):
+    w = wired_iopub
+    out = OutStream("stdout", w.router)
     a, b = parent("A"), parent("B")
     with current(a):
-        real_iopub.status("busy", a)
+        w.iopub.status("busy", a)
         out.write("a-text")
-        router.flush(a)  # publishers flush their request's stream first...
-        real_iopub.publish("execute_result", {"data": {}}, a)  # ...then publish
+        w.router.publish("execute_result", {"data": {}}, a)  # its buffered text goes first
     with current(b):
-        out.write("b-text")  # still buffered when the stop arrives
-    real_iopub.stop()
-    real_iopub.status("idle", b)  # after stop: dropped, no error
-
-    msgs = [decoded(f) for f in real_iopub.socket.sent]
-    summary = [(m["msg_type"], m["parent_header"]["msg_id"], m["content"].get("text")) for m in msgs]
+        out.write("b-text")
+    w.iopub.stop()  # flushes what is buffered, then closes
+    w.iopub.status("idle", b)  # after stop: dropped, no error
+    summary = [(m["msg_type"], m["parent_header"].get("msg_id"), m["content"].get("text"))
+               for m in w.sub.drain()]
     assert summary == [
         ("status", "A", None),
         ("stream", "A", "a-text"),
         ("execute_result", "A", None),
-        ("stream", "B", "b-text"),  # flushed by the stop
+        ("stream", "B", "b-text"),
     ]
-    assert real_iopub.socket.closed
 
 
 @pytest.mark.timeout(10)
-def test_iopub_timer_flushes_streams_after_the_interval(real_iopub):
-    router = StreamRouter(real_iopub)  # type: ignore[arg-type]
-    real_iopub.start()
-    out = OutStream("stdout", router)  # keep a reference: IOBase.__del__ closes (= flushes)
+def test_the_timer_flushes_a_burst_after_the_interval(wired_iopub):
+    w = wired_iopub
+    out = OutStream("stdout", w.router)  # keep a reference: IOBase.__del__ closes (= flushes)
     with current(parent("A")):
         out.write("tick")
+        out.write(" tock")
+    stream = w.sub.next_of("stream")
+    assert stream["content"] == {"name": "stdout", "text": "tick tock"}
+
+
+@pytest.mark.timeout(10)
+def test_fd_output_is_read_by_the_task_group_and_the_rest_on_stop(wired_iopub):
+    w = wired_iopub
+    os.write(w.fd_write, "caf\u00e9 ".encode())
     deadline = time.monotonic() + 5
-    while not real_iopub.socket.sent and time.monotonic() < deadline:
-        time.sleep(0.005)
-    [stream] = [decoded(f) for f in real_iopub.socket.sent]
-    assert stream["content"] == {"name": "stdout", "text": "tick"}
+    while not w.fd_output and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert w.fd_output == [("stdout", "caf\u00e9 ")]
+    os.write(w.fd_write, "half \u00e9".encode()[:-1])  # a character cut in two
+    os.write(w.fd_write, "\u00e9".encode()[-1:] + b" last")
+    w.iopub.stop()
+    assert "".join(text for _, text in w.fd_output) == "caf\u00e9 half \u00e9 last"
 
 
-def test_iopub_survives_a_failing_socket():
-    sock = FakeSocket(fail_after=1)
-    iop = IOPub(sock, Codec(KEY))  # type: ignore[arg-type]
-    iop.status("busy", None)
-    iop.status("idle", None)  # raises inside: logged, not propagated
-    iop.status("never sent", None)
-    assert len(sock.sent) == 1
+def test_a_flush_requested_before_start_is_kept():
+    context = zmq.Context()
+    xpub = context.socket(zmq.XPUB)
+    xpub.bind("inproc://before-start")
+    iop = IOPub(xpub, Codec(KEY), "asyncio", flush_interval=0.01)
+    flushed = threading.Event()
+    iop.flush_soon()  # a write before the iopub thread runs
+    iop.start(flushed.set)
+    assert flushed.wait(5)
+    iop.stop()
+    context.term()
 
 
 @pytest.mark.timeout(10)
@@ -600,7 +657,7 @@ def test_a_message_published_during_a_timed_flush_waits_for_the_buffered_text(io
         iopub.events.append(("publish", msg_type, dict(content), parent))
 
     iopub.publish = publish
-    router = StreamRouter(iopub)  # type: ignore[arg-type]
+    router = stream_router(iopub)
     a = parent("A")
     router.write_for(a, "stdout", "text")
     flusher = threading.Thread(target=router.flush_all)
@@ -621,13 +678,12 @@ def test_a_message_published_during_a_timed_flush_waits_for_the_buffered_text(io
 
 
 @pytest.mark.timeout(10)
-def test_lone_surrogate_in_output_does_not_kill_iopub(real_iopub):
-    router = StreamRouter(real_iopub)  # type: ignore[arg-type]
-    out = OutStream("stdout", router)
-    a, b = parent("A"), parent("B")
-    run_in_parent(a, out.write, "bad \ud800 text")
-    run_in_parent(b, out.write, "good text")
-    real_iopub.stop()  # flushes: must not raise
-    texts = [decoded(f)["content"].get("text") for f in real_iopub.socket.sent]
+def test_lone_surrogate_in_output_does_not_kill_iopub(wired_iopub):
+    w = wired_iopub
+    out = OutStream("stdout", w.router)
+    run_in_parent(parent("A"), out.write, "bad \ud800 text")
+    run_in_parent(parent("B"), out.write, "good text")
+    w.router.flush_all()  # must not raise
+    texts = [m["content"].get("text") for m in w.sub.drain()]
     assert "good text" in texts
     assert len(texts) == 2

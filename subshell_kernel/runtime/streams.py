@@ -13,18 +13,23 @@ Invariants:
   iopub FIFO) before any other message its request publishes, because every
   publisher calls ``flush(parent)`` first.
 - Nothing is published for a muted (``silent``) request.
-- A buffer is emitted at the latest ``IOPub.flush_interval`` after its first
-  write, when it grows past ``max_buffer`` characters, or on ``flush``.
+- A buffer is emitted at the latest ``flush_interval`` after its first write
+  (the iopub thread's timer, armed by ``flush_soon`` once per buffer), when it
+  grows past ``max_buffer`` characters, or on ``flush``.
+- ``publish`` is how every other message of a request leaves: its buffered
+  text first, then the message.
 """
 
 from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .context import get_parent, is_muted
-from .iopub import IOPub
+
+Publish = Callable[..., None]  # (msg_type, content, parent, metadata=None, buffers=None)
 
 
 class _Pending:
@@ -38,12 +43,25 @@ class _Pending:
 
 
 class StreamRouter:
-    def __init__(self, iopub: IOPub, max_buffer: int = 1 << 16):
-        self._iopub = iopub
+    def __init__(self, publish: Publish, flush_soon: Callable[[], None], max_buffer: int = 1 << 16):
+        self._publish = publish
+        self._flush_soon = flush_soon
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
         self.max_buffer = max_buffer
-        iopub.on_flush_due = self.flush_all
+        #: header of the execute request that started most recently: a write to
+        #: fd 1 or 2 carries no context, so its text is attributed to this request
+        self.fd_parent: dict[str, Any] | None = None
+
+    def publish(self, msg_type: str, content: dict, parent: dict[str, Any] | None,
+                metadata: dict | None = None, buffers: list | None = None) -> None:
+        """Publish a message of request ``parent`` after the text it has buffered."""
+        self.flush(parent)
+        self._publish(msg_type, content, parent, metadata, buffers)
+
+    def write_fd_output(self, name: str, text: str) -> None:
+        """What C code or a subprocess wrote to fd 1 (``stdout``) or fd 2 (``stderr``)."""
+        self.write_for(self.fd_parent, name, text)
 
     def write(self, name: str, text: str) -> None:
         self.write_for(get_parent(), name, text)
@@ -60,7 +78,7 @@ class StreamRouter:
             pending = self._pending.get(key)
             if pending is None:
                 pending = self._pending[key] = _Pending(parent, name)
-                self._iopub.flush_soon()
+                self._flush_soon()
             elif pending.name != name:
                 self._emit(pending)
                 pending.name = name
@@ -94,7 +112,7 @@ class StreamRouter:
             text = "".join(pending.chunks)
             pending.chunks = []
             pending.size = 0
-            self._iopub.publish("stream", {"name": pending.name, "text": text}, pending.parent)
+            self._publish("stream", {"name": pending.name, "text": text}, pending.parent)
 
 
 class OutStream(io.TextIOBase):

@@ -15,20 +15,19 @@ requests are sent in place by the thread calling ``input()`` (``SharedSocket``).
 
 from __future__ import annotations
 
-import builtins
-import getpass
 import logging
 import queue
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from IPython.core.error import StdinNotImplementedError
 
-from .protocol import Message
+from ..core.protocol import Message
+from ..runtime.subshell import INTERRUPTED, Subshell
 
 if TYPE_CHECKING:
-    from .kernel import Kernel
-    from .subshell import Subshell
+    from ..transport.channels import Channels
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +38,13 @@ stdin_request: ContextVar[tuple[Message, Subshell] | None] = ContextVar(
 
 
 class Stdin:
-    def __init__(self, kernel: Kernel):
-        self.kernel = kernel
+    """``input`` and ``getpass`` (installed as the builtins by ``hooks``)."""
+
+    def __init__(self, channels: Channels, flush: Callable[[dict], None]):
+        self._channels = channels
+        self._flush = flush
         #: input_request msg_id -> (frontend identity, waiter), oldest first
         self._waiting: dict[str, tuple[list[bytes], queue.SimpleQueue]] = {}
-
-    def install(self) -> None:
-        builtins.input = self.input
-        getpass.getpass = self.getpass
 
     def input(self, prompt: object = "") -> str:
         return self._ask(str(prompt), password=False)
@@ -55,8 +53,6 @@ class Stdin:
         return self._ask(prompt, password=True)
 
     def _ask(self, prompt: str, password: bool) -> str:
-        from .subshell import INTERRUPTED
-
         bound = stdin_request.get()
         if bound is None:
             raise StdinNotImplementedError(
@@ -64,9 +60,8 @@ class Stdin:
                 "(allow_stdin is false, or the call came from a thread of its own)."
             )
         request, sub = bound
-        kernel = self.kernel
-        kernel.streams.flush(request.header)
-        msg = kernel.codec.new_message(
+        self._flush(request.header)
+        msg = self._channels.codec.new_message(
             "input_request", {"prompt": prompt, "password": password}, request.header
         )
         waiter: queue.SimpleQueue = queue.SimpleQueue()
@@ -74,7 +69,7 @@ class Stdin:
         self._waiting[msg_id] = (request.idents, waiter)
         sub.input_waiter = waiter
         try:
-            kernel.send_stdin(kernel.codec.serialize(msg, request.idents))
+            self._channels.send_stdin(msg, request.idents)
             reply = waiter.get()
         finally:
             sub.input_waiter = None

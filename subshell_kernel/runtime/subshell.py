@@ -22,22 +22,16 @@ import math
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 import anyio
 
+from ..core.lifecycle import Cycle, Outbox
+from ..core.protocol import Message
+from ..transport.loop import call_soon_threadsafe
 from .context import current_parent
-from .protocol import Message, ProtocolError, error_content
-from .threads import (
-    clear_pending_exception,
-    loop_call_soon,
-    raise_in_thread,
-    return_freed_memory,
-)
-
-if TYPE_CHECKING:
-    from .kernel import Kernel
-    from .shell import SubshellState
+from .threads import clear_pending_exception, raise_in_thread, return_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -75,20 +69,60 @@ def _interruptible_sleep(seconds: float) -> None:
             return
 
 
-def install_interruptible_sleep() -> None:
-    time.sleep = _interruptible_sleep
+interruptible_sleep = _interruptible_sleep  # installed as ``time.sleep`` by ``hooks``
+
+
+class State(Protocol):
+    """What a subshell keeps of its own (``adapter.shell.SubshellState``)."""
+
+    execution_count: int
+
+    def bind(self) -> None:
+        """Make this the state of the calling thread (called on the subshell's thread)."""
+
+    def close(self) -> None: ...
+
+
+#: a shell handler: (subshell, message) -> reply content, or None for a non-request
+Handler = Callable[["Subshell", Message], Awaitable[dict[str, Any] | None]]
+
+ABORTED = {"status": "aborted"}
 
 
 class Subshell:
+    """One subshell.  Collaborators are handed in (the kernel builds them):
+
+    ``state``      execution count and history, bound to this thread
+    ``handlers``   the shell dispatch table
+    ``outbox``     how the lifecycle sends status, replies and flushes output
+    ``interrupt_main``  (the parent only) interrupt blocking code on the main thread
+    """
+
     #: seconds an ``await`` cell's loop has to run the cancel before the
     #: interrupt is raised into the thread as for blocking code
     CANCEL_GRACE = 0.2
 
-    def __init__(self, kernel: Kernel, subshell_id: str | None, state: SubshellState):
-        self.kernel = kernel
+    def __init__(
+        self,
+        subshell_id: str | None,
+        state: State,
+        handlers: Mapping[str, Handler],
+        outbox: Outbox,
+        backend: str,
+        backend_options: dict[str, Any] | None = None,
+        interrupt_main: Callable[[], None] | None = None,
+    ):
         self.id = subshell_id
         self.state = state
+        self.handlers = handlers
+        self.outbox = outbox
+        self.backend = backend
+        self.backend_options = backend_options or {}
+        self._interrupt_main = interrupt_main
         self.is_main = subshell_id is None
+        #: close the state on this thread when the loop ends (False at shutdown:
+        #: the main thread closes it after joining, so finalizers never race SQLite)
+        self._release_on_exit = not self.is_main
         self.thread_ident: int | None = None
         self.stopping = False
         self.input_waiter: queue.SimpleQueue | None = None
@@ -116,12 +150,11 @@ class Subshell:
     def run(self, on_ready=None) -> None:
         """Run this subshell's loop on the calling thread until ``stop``."""
         try:
-            kernel = self.kernel
-            anyio.run(self._main, on_ready, backend=kernel.backend,
-                      backend_options=kernel.backend_options(parent=self.is_main))
+            anyio.run(self._main, on_ready, backend=self.backend,
+                      backend_options=self.backend_options)
         finally:
-            if not (self.is_main or self.kernel.shutting_down):
-                self.state.close()  # at shutdown the main thread closes it after joining us
+            if self._release_on_exit:
+                self.state.close()
                 return_freed_memory()
             self._done.set()
 
@@ -135,8 +168,12 @@ class Subshell:
             return False
         return True
 
-    def stop(self) -> None:
-        """Interrupt what runs, abort what is queued, then end the loop."""
+    def stop(self, release: bool = True) -> None:
+        """Interrupt what runs, abort what is queued, then end the loop.
+
+        ``release=False`` (shutdown): leave closing the state to the caller.
+        """
+        self._release_on_exit = self._release_on_exit and release
         self.stopping = True
         self.deliver(_STOP)
         self.interrupt()  # last: in the main thread's signal handler this raises
@@ -162,7 +199,7 @@ class Subshell:
             elif self.is_main:
                 if threading.get_ident() == self.thread_ident:  # in the SIGINT handler
                     raise KeyboardInterrupt
-                self.kernel.signal_parent_interrupt()
+                self._interrupt_main()
             else:
                 raise_in_thread(self.thread_ident, KeyboardInterrupt)
                 self.wake.set()  # a time.sleep returns to Python code, where it fires
@@ -203,9 +240,9 @@ class Subshell:
     # -- the loop ---------------------------------------------------------------------
     async def _main(self, on_ready) -> None:
         self._send, self._receive = anyio.create_memory_object_stream(math.inf)
-        self._call_soon = loop_call_soon()
+        self._call_soon = call_soon_threadsafe()
         self.thread_ident = threading.get_ident()
-        self.kernel.shell.bind_state(None if self.is_main else self.state)
+        self.state.bind()
         if not self.is_main:
             _this_thread.subshell = self
         self._ready.set()
@@ -227,46 +264,28 @@ class Subshell:
                     await self._handle(msg)
 
     async def _handle(self, msg: Message) -> None:
-        from .handlers import SHELL_HANDLERS
-
-        kernel = self.kernel
-        parent = msg.header
-        token = current_parent.set(parent)
-        kernel.iopub.status("busy", parent)
-        reply = None
+        token = current_parent.set(msg.header)
         try:
-            msg.decode()
-            if self.stopping:
-                reply = {"status": "aborted"}
-            elif self._abort_remaining and msg.msg_type == "execute_request":
-                reply = {"status": "aborted", "execution_count": kernel.shell.execution_count}
-            else:
-                handler = SHELL_HANDLERS.get(msg.msg_type)
-                if handler is None:
-                    log.warning("unknown shell message type %r", msg.msg_type)
-                    reply = error_content(
-                        "UnknownMessageType", f"unknown shell message type {msg.msg_type!r}"
-                    )
+            with Cycle(msg, self.outbox) as cycle:
+                if self.stopping:
+                    cycle.content = ABORTED
+                elif self._abort_remaining and msg.msg_type == "execute_request":
+                    cycle.content = {**ABORTED, "execution_count": self.state.execution_count}
                 else:
-                    reply = await handler(self, msg)
-        except ProtocolError as e:
-            log.warning("bad %s: %s", msg.msg_type, e)
-            reply = error_content("ProtocolError", str(e))
-        except (Exception, KeyboardInterrupt, SystemExit) as e:  # a subshell outlives any request
-            self.set_running(None)
-            if isinstance(e, KeyboardInterrupt):  # landed in IPython's code around the cell
-                log.info("%s interrupted before or after its user code", msg.msg_type)
-            else:
-                log.exception("error handling %s", msg.msg_type)
-            reply = error_content(type(e).__name__, str(e))
+                    handler = cycle.handler(self.handlers, "shell")
+                    if handler is not None:
+                        cycle.content = await self._call(handler, msg)
         finally:
             if self._abort_remaining:
                 self._abort_remaining -= 1
-            if reply is not None and msg.msg_type.endswith("_request"):
-                kernel.send_shell(kernel.codec.reply_frames(msg, reply))
-            kernel.streams.flush(parent)
-            kernel.iopub.status("idle", parent)
             current_parent.reset(token)
+
+    async def _call(self, handler: Handler, msg: Message) -> dict[str, Any] | None:
+        try:
+            return await handler(self, msg)
+        except BaseException:
+            self.set_running(None)  # an interrupt must not land in the reply's send
+            raise
 
     async def abort_queued(self) -> None:
         """Abort the executes queued now (``stop_on_error``); later ones run."""

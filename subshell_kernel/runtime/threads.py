@@ -1,33 +1,8 @@
-"""Small cross-thread primitives: thread-safe call-soon and async exceptions.
-
-``loop_call_soon()`` returns a function that schedules a callback on the
-*current* AnyIO loop from any thread without waiting for it (asyncio
-``call_soon_threadsafe``, ~47 us; trio ``TrioToken.run_sync_soon``).
-``anyio.from_thread.run_sync`` would wait for the target loop, and a loop busy
-with a blocking cell would then stall the caller (DESIGN.md section 2).
-"""
+"""Raising an exception in another thread, and returning freed heap to the OS."""
 
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable
-
-import sniffio
-
-CallSoon = Callable[..., object]
-
-
-def loop_call_soon() -> CallSoon:
-    """Thread-safe, non-blocking call-soon for the running loop (call inside it)."""
-    library = sniffio.current_async_library()
-    if library == "trio":
-        import trio
-
-        return trio.lowlevel.current_trio_token().run_sync_soon
-    import asyncio
-
-    return asyncio.get_running_loop().call_soon_threadsafe
-
 
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)

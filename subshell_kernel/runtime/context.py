@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -47,16 +48,14 @@ def get_parent() -> dict[str, Any] | None:
     return parent
 
 
-_original_start = threading.Thread.start
+def start_with_parent(original_start: Callable[[threading.Thread], None]):
+    """A ``Thread.start`` (``hooks`` installs it) after which the thread's output
+    goes to the request that was current when it was started."""
 
+    def start(thread: threading.Thread) -> None:
+        parent = get_parent()
+        if parent is not None:
+            setattr(thread, _THREAD_ATTR, parent)
+        original_start(thread)
 
-def _start_with_parent(self: threading.Thread) -> None:
-    parent = get_parent()
-    if parent is not None:
-        setattr(self, _THREAD_ATTR, parent)
-    _original_start(self)
-
-
-def propagate_parent_to_threads() -> None:
-    """Make threads remember the request that started them (idempotent)."""
-    threading.Thread.start = _start_with_parent  # type: ignore[method-assign]
+    return start

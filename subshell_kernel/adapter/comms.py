@@ -16,26 +16,31 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import comm
 from comm.base_comm import BaseComm, CommManager
 
-if TYPE_CHECKING:
-    from .kernel import Kernel
+from ..runtime.context import get_parent
 
 log = logging.getLogger(__name__)
 
 
 class KernelComm(BaseComm):
-    kernel: Kernel | None = None
+    """A comm whose messages leave through ``output`` (``comm_class`` binds it)."""
+
+    output: Any = None  # runtime.streams.StreamRouter
 
     def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
-        if self.kernel is None:
+        if self.output is None:
             return
         content: dict[str, Any] = {"data": {} if data is None else data, "comm_id": self.comm_id}
         content.update(keys)
-        self.kernel.publish_now(msg_type, content, metadata, buffers)
+        self.output.publish(msg_type, content, get_parent(), metadata, buffers)
+
+
+def comm_class(output: Any) -> type[KernelComm]:
+    """The class ``comm.create_comm`` returns in this kernel (``hooks`` installs it)."""
+    return type("KernelComm", (KernelComm,), {"output": output})
 
 
 class KernelCommManager(CommManager):
@@ -63,12 +68,3 @@ class KernelCommManager(CommManager):
             c.handle_close(msg)
         except Exception:
             log.exception("error in comm_close handler of %s", comm_id)
-
-
-def install(kernel: Kernel) -> KernelCommManager:
-    """Make ``comm.create_comm``/``comm.get_comm_manager`` use this kernel."""
-    manager = KernelCommManager()
-    KernelComm.kernel = kernel
-    comm.create_comm = KernelComm
-    comm.get_comm_manager = lambda: manager
-    return manager

@@ -8,8 +8,12 @@ wrapper of ``sys.stdout.write``) are installed once and never swapped, because
 save-and-restore of globals breaks when cells overlap on several threads.
 
 Everything a cell publishes (displays, results, errors) goes through
-``KernelShell.publish``, which attaches the current parent header and first
-flushes that request's buffered stream output, keeping order.
+``KernelShell.publish``, which attaches the current parent header and hands
+the message to ``output`` (the stream router), which first sends that
+request's buffered stream output, keeping order.
+
+The shell installs nothing in the interpreter by itself: ``hooks`` installs
+its display hook and builtins, once, with everything else the kernel changes.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
+import anyio
 from IPython.core.autocall import ExitAutocall
 from IPython.core.builtin_trap import BuiltinTrap
 from IPython.core.display_trap import DisplayTrap
@@ -29,7 +33,7 @@ from IPython.core.displaypub import DisplayPublisher
 from IPython.core.history import HistoryManager
 from IPython.core.interactiveshell import InteractiveShell
 
-from .context import get_parent, is_muted
+from ..runtime.context import get_parent, is_muted
 
 #: payloads (pager, set_next_input, ask_exit) of the execute request being run
 current_payloads: ContextVar[list | None] = ContextVar("current_payloads", default=None)
@@ -40,7 +44,7 @@ last_error: ContextVar[dict | None] = ContextVar("last_error", default=None)
 
 _PACKAGE_DIRS = tuple(
     os.path.dirname(m.__file__) + os.sep
-    for m in (sys.modules[__name__.rpartition(".")[0]], sys.modules["IPython"])
+    for m in (sys.modules[__name__.split(".")[0]], sys.modules["IPython"])
 )
 
 
@@ -57,6 +61,10 @@ class SubshellState:
         self.shell = shell
         self.execution_count = 1
         self._history_manager = history_manager
+
+    def bind(self) -> None:
+        """Make this the state of the calling thread (a subshell's, as its loop starts)."""
+        self.shell.bind_state(self)
 
     @property
     def history_manager(self) -> HistoryManager:
@@ -168,10 +176,9 @@ class KernelShell(InteractiveShell):
     displayhook_class = KernelDisplayHook
     display_pub_class = KernelDisplayPublisher
 
-    #: set by the kernel: publish(msg_type, content, parent, metadata, buffers)
-    publisher: Callable[..., None] | None = None
-    #: set by the kernel: flush(parent) of buffered stream output
-    stream_flusher: Callable[[dict | None], None] = staticmethod(lambda parent: None)
+    #: set by the kernel: ``publish(msg_type, content, parent, metadata, buffers)`` after
+    #: the parent's buffered stream output (``runtime.streams.StreamRouter``)
+    output: Any = None
     #: the kernel object, as ``get_ipython().kernel`` (ipywidgets and friends look here)
     kernel: Any = None
 
@@ -180,10 +187,9 @@ class KernelShell(InteractiveShell):
         self._parent_state: SubshellState | None = None
         super().__init__(**kwargs)
         self._parent_state.shell = self
+        # installed once by ``hooks``, never per cell
         self.builtin_trap = _PermanentBuiltinTrap(shell=self)
-        self.builtin_trap.activate()
         self.display_trap = _PermanentDisplayTrap(hook=self.displayhook)
-        sys.displayhook = self.displayhook
 
     # -- per-subshell state ---------------------------------------------------------
     def _state(self) -> SubshellState:
@@ -232,10 +238,9 @@ class KernelShell(InteractiveShell):
 
     def publish(self, msg_type: str, content: dict, metadata=None, buffers=None) -> None:
         parent = get_parent()
-        if self.publisher is None or is_muted(parent):
+        if self.output is None or is_muted(parent):
             return
-        self.stream_flusher(parent)
-        self.publisher(msg_type, content, parent, metadata, buffers)
+        self.output.publish(msg_type, content, parent, metadata, buffers)
 
     def write_payload(self, payload: dict) -> None:
         payloads = current_payloads.get()
@@ -268,7 +273,7 @@ class KernelShell(InteractiveShell):
     def showtraceback(self, exc_tuple=None, filename=None, tb_offset=None, **kwargs):
         etype, value, tb = exc_tuple or sys.exc_info()
         scope = cell_scope.get()
-        if _is_cancellation(etype) and scope is not None and scope.cancel_called:
+        if _cancelled_by_interrupt(etype, scope):
             etype, value = KeyboardInterrupt, KeyboardInterrupt()  # an interrupted await cell
         if etype is KeyboardInterrupt:
             tb, tb_offset = user_frames_only(tb), 0
@@ -279,11 +284,18 @@ class KernelShell(InteractiveShell):
         self.write_payload({"source": "page", "data": data, "start": start})
 
 
-def _is_cancellation(etype) -> bool:
-    if etype is None:
-        return False
-    name = f"{etype.__module__}.{etype.__qualname__}"
-    return name in ("asyncio.exceptions.CancelledError", "trio.Cancelled", "trio._core._run.Cancelled")
+def _cancelled_by_interrupt(etype, scope) -> bool:
+    """Is this the cancellation with which an interrupt ended an ``await`` cell?
+
+    Only the interrupt cancels the cell's scope (``cell_scope``); inside an
+    ``await`` cell we run on the subshell's loop, where AnyIO names the
+    backend's cancellation class."""
+    return (
+        etype is not None
+        and scope is not None
+        and scope.cancel_called
+        and issubclass(etype, anyio.get_cancelled_exc_class())
+    )
 
 
 def user_frames_only(tb):

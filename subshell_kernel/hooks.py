@@ -1,0 +1,173 @@
+"""Every change the kernel makes to the interpreter, installed and undone here.
+
+A kernel has to change process-wide state: where ``print`` goes, what
+``input()`` does, what the SIGINT handler is.  All of it is done by
+``InterpreterHooks``, in this one module, so a reader sees at once what the
+kernel changes and a test can undo it all (``uninstall``) and find the
+interpreter as it was.  The implementations live with their concern; this
+module only puts them in place:
+
+=====================================  ==============================================
+``sys.stdout``, ``sys.stderr``         ``runtime.streams.OutStream``: output goes to
+                                       the request that wrote it
+fds 1 and 2                            pipes the iopub thread reads: output of C code
+                                       and subprocesses (``redirect_fds``)
+logging handlers on fd 2               moved to a copy of the original fd 2, and the
+                                       kernel's own log goes there (never to a frontend)
+``threading.Thread.start``             remembers the request that started the thread
+                                       (``runtime.context.start_with_parent``)
+``time.sleep``                         ends at once on interrupt in a child subshell
+                                       (``runtime.subshell.interruptible_sleep``)
+``builtins.input``, ``getpass.getpass``  ask the frontend (``adapter.stdin``)
+``comm.create_comm``,                  the kernel's comms (``adapter.comms``)
+``comm.get_comm_manager``
+``sys.displayhook``, ``get_ipython``,  IPython's, installed once rather than around
+``exit``, ``quit`` builtins            each cell (cells overlap on several threads)
+``sys.setswitchinterval``              subshells stay responsive beside CPU-bound code
+SIGINT, SIGTERM handlers               interrupt, shutdown; both are blocked in every
+                                       thread the kernel starts (``block_signals``)
+``os.environ["MPLBACKEND"]``           matplotlib's inline backend, unless set
+=====================================  ==============================================
+
+IPython itself, when the kernel creates its shell, also puts its user
+namespace in ``sys.modules["__main__"]`` and registers an ``atexit`` handler;
+those are IPython's and stay.
+"""
+
+from __future__ import annotations
+
+import builtins
+import getpass
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import comm
+
+from .runtime.context import start_with_parent
+from .runtime.streams import OutStream, StreamRouter
+from .runtime.subshell import interruptible_sleep
+
+KERNEL_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_PACKAGE = __name__.rpartition(".")[0]
+
+
+class InterpreterHooks:
+    def __init__(self) -> None:
+        self._undo: list[Callable[[], None]] = []
+        #: where the kernel's own log goes: fd 2 as it was before ``redirect_fds``
+        self.original_stderr = sys.__stderr__
+
+    def _set(self, owner: Any, name: str, value: Any) -> None:
+        old = getattr(owner, name)
+        setattr(owner, name, value)
+        self._undo.append(lambda: setattr(owner, name, old))
+
+    # -- before the kernel starts its threads ----------------------------------------
+    def block_signals(self) -> None:
+        """Block SIGINT/SIGTERM in this thread, so threads started now inherit the
+        block and those signals always reach the main thread (``unblock_signals``)."""
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, KERNEL_SIGNALS)
+        self._undo.append(lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old))
+
+    def unblock_signals(self) -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, KERNEL_SIGNALS)
+
+    def redirect_fds(self) -> dict[str, int]:
+        """Point fds 1 and 2 at pipes; returns their read ends by stream name.
+
+        Logging handlers that wrote to the original stderr or stdout keep
+        writing there (through a copy of the original fd 2).
+        """
+        pipes: dict[str, int] = {}
+        originals: dict[int, int] = {}
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            read_end, write_end = os.pipe()
+            originals[fd] = os.dup(fd)
+            os.dup2(write_end, fd)
+            os.close(write_end)
+            pipes[name] = read_end
+
+        def restore() -> None:
+            for fd, original in originals.items():
+                os.dup2(original, fd)
+                os.close(original)
+
+        self._undo.append(restore)
+        stream = os.fdopen(originals[2], "w", buffering=1, closefd=False)
+        self.original_stderr = stream
+        for logger in (logging.getLogger(), *logging.Logger.manager.loggerDict.values()):
+            for handler in getattr(logger, "handlers", ()):
+                if getattr(handler, "stream", None) in (sys.__stderr__, sys.__stdout__):
+                    old = handler.setStream(stream)
+                    self._undo.append(lambda h=handler, old=old: h.setStream(old))
+        return pipes
+
+    def log_to_original_stderr(self) -> None:
+        """The kernel's own log goes to the terminal that started it, never to a frontend.
+
+        Without a handler, records would reach ``logging.lastResort``, which
+        writes to ``sys.stderr``: the OutStream of whatever request is current.
+        """
+        package_log = logging.getLogger(_PACKAGE)
+        if package_log.handlers:
+            return
+        handler = logging.StreamHandler(self.original_stderr)
+        handler.setFormatter(logging.Formatter("[subshell_kernel] %(levelname)s | %(message)s"))
+        level, propagate = package_log.level, package_log.propagate
+        package_log.addHandler(handler)
+        package_log.setLevel(logging.WARNING)
+        package_log.propagate = False
+
+        def undo() -> None:
+            package_log.removeHandler(handler)
+            package_log.setLevel(level)
+            package_log.propagate = propagate
+
+        self._undo.append(undo)
+
+    # -- the rest, once the kernel's parts exist --------------------------------------
+    def install(
+        self,
+        *,
+        streams: StreamRouter,
+        input: Callable[..., str],
+        getpass_: Callable[..., str],
+        comm_class: type,
+        comm_manager: Any,
+        shell: Any,
+        switch_interval: float,
+        on_sigint: Callable,
+        on_sigterm: Callable,
+    ) -> None:
+        self._set(sys, "stdout", OutStream("stdout", streams))
+        self._set(sys, "stderr", OutStream("stderr", streams))
+        self._set(threading.Thread, "start", start_with_parent(threading.Thread.start))
+        self._set(time, "sleep", interruptible_sleep)
+        self._set(builtins, "input", input)
+        self._set(getpass, "getpass", getpass_)
+        self._set(comm, "create_comm", comm_class)
+        self._set(comm, "get_comm_manager", lambda: comm_manager)
+        shell.builtin_trap.activate()
+        self._undo.append(shell.builtin_trap.deactivate)
+        self._set(sys, "displayhook", shell.displayhook)
+        old_interval = sys.getswitchinterval()
+        sys.setswitchinterval(switch_interval)
+        self._undo.append(lambda: sys.setswitchinterval(old_interval))
+        for signum, handler in ((signal.SIGINT, on_sigint), (signal.SIGTERM, on_sigterm)):
+            old = signal.signal(signum, handler)
+            self._undo.append(lambda signum=signum, old=old: signal.signal(signum, old))
+        if "MPLBACKEND" not in os.environ:
+            os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+            self._undo.append(lambda: os.environ.pop("MPLBACKEND", None))
+
+    def uninstall(self) -> None:
+        """Undo every hook, the last installed first (idempotent)."""
+        while self._undo:
+            self._undo.pop()()
+        self.original_stderr = sys.__stderr__

@@ -1,0 +1,82 @@
+"""The control thread: sole owner of the control socket.
+
+It answers the control requests (kernel info, shutdown, interrupt, the
+subshell requests of JEP 91) with the handlers it is handed, through the
+request lifecycle, and never waits on a subshell's loop: it answers while
+every subshell is busy.  Handlers are plain functions ``(None, msg) ->
+content`` in a dispatch table.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import zmq
+
+from ..core.lifecycle import Cycle, Outbox
+from ..core.protocol import Codec, Message, ProtocolError
+from .sockets import send_frames
+
+log = logging.getLogger(__name__)
+
+ControlHandler = Callable[[None, Message], dict[str, Any]]
+
+
+class Control:
+    #: how long the control socket must stay quiet before ``on_quiet`` runs
+    QUIET_MS = 300
+
+    def __init__(
+        self,
+        socket: zmq.Socket,
+        codec: Codec,
+        handlers: Mapping[str, ControlHandler],
+        status: Callable[[str, dict], None],
+        flush: Callable[[dict], None],
+        on_quiet: Callable[[], None] = lambda: None,
+        on_answered: Callable[[Message], None] = lambda msg: None,
+    ):
+        self.socket = socket
+        self.codec = codec
+        self.handlers = handlers
+        self._outbox = Outbox(status, self._reply, flush)
+        self._on_quiet = on_quiet
+        self._on_answered = on_answered
+        self.thread = threading.Thread(target=self._run, name="control", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _reply(self, msg: Message, content: dict[str, Any]) -> None:
+        send_frames(self.socket, self.codec.reply_frames(msg, content))
+
+    def _run(self) -> None:
+        quiet_done = False
+        while True:
+            try:
+                if not quiet_done and not self.socket.poll(self.QUIET_MS):
+                    # the first quiet moment, however late it comes: work that the
+                    # kernel wants off the hot path (see Kernel.warm_up)
+                    quiet_done = True
+                    try:
+                        self._on_quiet()
+                    except Exception:
+                        log.exception("warm-up failed")
+                frames = self.socket.recv_multipart()
+            except zmq.ZMQError as e:  # ETERM at shutdown: the owner closes its socket
+                log.debug("control thread ends: %s", e)
+                self.socket.close(linger=500)
+                return
+            try:
+                msg = self.codec.parse(frames)
+            except ProtocolError as e:
+                log.warning("dropped a control message: %s", e)
+                continue
+            with Cycle(msg, self._outbox) as cycle:
+                handler = cycle.handler(self.handlers, "control")
+                if handler is not None:
+                    cycle.content = handler(None, msg)
+            self._on_answered(msg)

@@ -1,0 +1,228 @@
+"""IOPub: the XPUB socket, and the iopub thread that runs the output's background work.
+
+Publishing happens in place: whichever thread publishes sends, under the lock
+of a ``sockets.SharedSocket``, so messages leave in the order their publishers
+took the lock.  A hand-off per message to another thread (this kernel's first
+design, and ipykernel's) woke that thread, which then waited for the GIL
+while the publisher kept it; sending in place costs about 5 us per message
+and wakes no one.  With replies also sent in place, the kernel's CPU time per
+``pass`` request fell from 420 to 333 us.
+
+Everything else that iopub needs runs on one ``iopub`` thread, in one AnyIO
+task group on an event loop of the kernel's backend:
+
+- **the flush timer**: a writer that starts a new stream buffer (the first
+  write of a burst, never each ``print``) calls ``flush_soon``; the timer
+  calls ``on_flush_due`` (the stream router's ``flush_all``)
+  ``flush_interval`` seconds later;
+- **the fd readers**: what C code and subprocesses write to fds 1 and 2 goes
+  into pipes (set up by ``hooks``); one task per pipe awaits it
+  (``anyio.wait_readable``) and hands the text to ``on_fd_output``;
+- **the subscriptions**: iopub is an XPUB socket, which hands the kernel each
+  subscription a frontend's SUB socket sends (``XPUB_VERBOSE``: every one,
+  not only the first of each topic); each is answered with an
+  ``iopub_welcome`` (JEP 65) on the subscribed topic, so a client knows when
+  it is subscribed instead of guessing.  Every subscriber of that topic
+  receives the welcome; its parent header is empty.
+
+``stop`` cancels the task group; then what the pipes still hold is read, and
+every buffer is flushed, in order, before the socket closes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+import zmq
+
+from ..core.protocol import Codec, iopub_topic
+from .loop import call_soon_threadsafe
+from .sockets import SharedSocket
+
+log = logging.getLogger(__name__)
+
+_SUBSCRIBE = 1  # first byte of an XPUB subscription message (0: unsubscribe)
+
+
+class IOPub:
+    def __init__(self, socket: zmq.Socket, codec: Codec, backend: str, flush_interval: float):
+        socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self._socket = SharedSocket(socket, on_input=self._subscriptions_waiting)
+        self._zmq_fd = socket.FD
+        self.codec = codec
+        self.backend = backend
+        self.flush_interval = flush_interval
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._call_soon: Callable[..., object] | None = None
+        self._cancel: Callable[[], None] | None = None
+        self._flush_requested = False  # before the loop runs
+
+    # -- any thread -----------------------------------------------------------------
+    def publish(
+        self,
+        msg_type: str,
+        content: dict[str, Any],
+        parent: dict[str, Any] | None,
+        metadata: dict[str, Any] | None = None,
+        buffers: list | None = None,
+    ) -> None:
+        msg = self.codec.new_message(msg_type, content, parent, metadata)
+        self._send(self.codec.serialize(msg, [iopub_topic(msg_type)], buffers))
+
+    def status(self, state: str, parent: dict[str, Any] | None) -> None:
+        self.publish("status", {"execution_state": state}, parent)
+
+    def flush_soon(self) -> None:
+        """Arm the flush timer (once per burst: the first write to an empty buffer)."""
+        if not self._schedule(self._arm_timer):
+            self._flush_requested = True
+
+    def _send(self, frames: list) -> None:
+        try:
+            self._socket.send(frames)
+        except zmq.ZMQError as e:  # the context is closing at exit
+            log.debug("iopub send failed: %s", e)
+
+    def _schedule(self, fn: Callable[[], None]) -> bool:
+        call_soon = self._call_soon
+        if call_soon is None:
+            return False
+        try:
+            call_soon(fn)
+        except RuntimeError:  # the loop has ended (shutdown)
+            return False
+        return True
+
+    def _subscriptions_waiting(self) -> None:
+        # A publisher's send found a subscription waiting: that send may have
+        # consumed the FD's edge, so the reader task would not wake for it.
+        self._schedule(self._read_subscriptions)
+
+    # -- lifetime (main thread) -----------------------------------------------------
+    def start(
+        self,
+        on_flush_due: Callable[[], None],
+        fd_pipes: Mapping[str, int] | None = None,
+        on_fd_output: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """Start the iopub thread; returns once its task group runs."""
+        self._on_flush_due = on_flush_due
+        self._fd_pipes = dict(fd_pipes or {})
+        self._on_fd_output = on_fd_output
+        for fd in self._fd_pipes.values():
+            os.set_blocking(fd, False)
+        self._thread = threading.Thread(target=self._run, name="iopub", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the iopub thread did not start")
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Cancel the task group, forward what is left, close the socket (idempotent)."""
+        if self._thread is not None and self._cancel is not None:
+            self._schedule(self._cancel)
+            self._thread.join(timeout)
+        self._socket.close(linger=1000)
+
+    # -- the iopub thread -----------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            anyio.run(self._main, backend=self.backend)
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        send_flush, receive_flush = anyio.create_memory_object_stream[None](float("inf"))
+        self._send_flush = send_flush
+        decoders = {name: _decoder() for name in self._fd_pipes}
+        async with anyio.create_task_group() as tasks:
+            self._cancel = tasks.cancel_scope.cancel
+            tasks.start_soon(self._flush_timer, receive_flush)
+            tasks.start_soon(self._subscriptions)
+            for name, fd in self._fd_pipes.items():
+                tasks.start_soon(self._forward_fd, name, fd, decoders[name])
+            self._call_soon = call_soon_threadsafe()
+            if self._flush_requested:
+                self._arm_timer()
+            self._ready.set()
+        # cancelled: forward what the pipes still hold, then flush everything, in order
+        for name, fd in self._fd_pipes.items():
+            self._read_fd(name, fd, decoders[name])
+        self._flush_due()
+
+    def _arm_timer(self) -> None:
+        try:
+            self._send_flush.send_nowait(None)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+
+    async def _flush_timer(self, requests) -> None:
+        async for _ in requests:
+            await anyio.sleep(self.flush_interval)
+            while True:  # requests that came during the wait are served by this flush
+                try:
+                    requests.receive_nowait()
+                except anyio.WouldBlock:
+                    break
+            self._flush_due()
+
+    def _flush_due(self) -> None:
+        try:
+            self._on_flush_due()
+        except Exception:  # the task group must outlive any one bad message
+            log.exception("stream flush failed")
+
+    async def _subscriptions(self) -> None:
+        while True:
+            self._read_subscriptions()
+            await anyio.wait_readable(self._zmq_fd)
+
+    def _read_subscriptions(self) -> None:
+        while (frames := self._socket.recv()) is not None:
+            event = frames[0]
+            if event[:1] == bytes([_SUBSCRIBE]):
+                self._welcome(event[1:])
+
+    def _welcome(self, topic: bytes) -> None:
+        msg = self.codec.new_message(
+            "iopub_welcome", {"subscription": topic.decode("utf-8", "replace")}, None
+        )
+        self._send(self.codec.serialize(msg, [topic]))
+
+    async def _forward_fd(self, name: str, fd: int, decoder) -> None:
+        while self._read_fd(name, fd, decoder):
+            await anyio.wait_readable(fd)
+
+    def _read_fd(self, name: str, fd: int, decoder) -> bool:
+        """Forward what pipe ``fd`` holds now; False once its writers are all gone."""
+        chunks = []
+        open_ = True
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                open_ = False
+                break
+            if not data:
+                open_ = False
+                break
+            chunks.append(data)
+        text = decoder.decode(b"".join(chunks), final=not open_)
+        if text and self._on_fd_output is not None:
+            try:
+                self._on_fd_output(name, text)
+            except Exception:
+                log.exception("forwarding fd output failed")
+        return open_
+
+
+def _decoder():
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")

@@ -1,0 +1,171 @@
+"""zmq sockets: binding them, sharing one between threads, waking a reader.
+
+A zmq socket is not thread-safe, but threads may share one if every use is
+separated by a full memory barrier: ``SharedSocket`` takes a lock around each
+send, receive and close.  The kernel shares the iopub socket (any thread
+publishes, the iopub thread reads subscriptions) and the shell and stdin
+sockets (the router thread reads, the thread that answers a request sends its
+reply), so no reply or output waits for another thread to wake up and take
+the GIL.
+
+The descriptor zmq gives for a socket (``FD``) is edge-triggered: it signals
+that the socket's state changed, and *any* operation on the socket, a send
+included, may consume that signal.  So a reader drains a socket until
+``recv`` would block after each wake-up, and a ``SharedSocket`` that finds
+input waiting after a send calls its ``on_input`` to wake the reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+log = logging.getLogger(__name__)
+
+_SNDMORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+
+
+def send_frames(socket: zmq.Socket, frames: list) -> None:
+    """``socket.send_multipart(frames)``, three times faster.
+
+    pyzmq's ``send_multipart`` combines ``enum.Flag`` values in Python for each
+    frame: 6.5 us for a seven-frame message on this machine, against 2.0 us
+    for this loop with a plain int flag.  A request sends at least four
+    messages.  Frames are copied (faster than zero-copy for small parts).
+    """
+    *head, last = frames
+    send = socket.send
+    for frame in head:
+        send(frame, _SNDMORE)
+    send(last)
+
+
+class SharedSocket:
+    """A zmq socket used by several threads, one at a time, under a lock.
+
+    After ``close``, sends are dropped and ``recv`` returns None.
+    """
+
+    def __init__(self, socket: zmq.Socket, on_input: Callable[[], None] | None = None):
+        self.socket = socket
+        self._lock = threading.Lock()
+        self._on_input = on_input
+        self._closed = False
+
+    @property
+    def fd(self) -> int:
+        return self.socket.FD
+
+    def send(self, frames: list) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            send_frames(self.socket, frames)
+            # getsockopt with an int: ``socket.EVENTS`` resolves the name in Python
+            if self._on_input is not None and self.socket.getsockopt(_EVENTS) & _POLLIN:
+                self._on_input()
+
+    def recv(self) -> list | None:
+        """The next message, or None if none is waiting (never blocks)."""
+        with self._lock:
+            if self._closed:
+                return None
+            try:
+                return self.socket.recv_multipart(_NOBLOCK)
+            except zmq.Again:
+                return None
+
+    def close(self, linger: int) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.socket.close(linger=linger)
+
+
+class WakePipe:
+    """A pipe that wakes a thread sleeping in ``poll``; safe to use and close from any thread.
+
+    ``wake`` and ``close`` hold one lock, so a wake never writes to a closed
+    descriptor, nor to one the process has since reused for something else.
+    """
+
+    def __init__(self) -> None:
+        self.read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                os.write(self._write_fd, b"!")
+            except BlockingIOError:  # the pipe is full: the reader wakes anyway
+                pass
+
+    def clear(self) -> None:
+        """Reader side: forget the wake-ups so far."""
+        os.read(self.read_fd, 4096)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self.read_fd)
+                os.close(self._write_fd)
+
+
+def bind(
+    context: zmq.Context, kind: int, connection: dict[str, Any], name: str, ip: str
+) -> zmq.Socket:
+    """Bind the socket ``name`` (shell, iopub, ...) as the connection info says.
+
+    A port of 0 or none binds a free one, and ``connection`` is updated with
+    it.  With CurveZMQ keys in the connection info the socket is a Curve
+    server: traffic is encrypted and only clients that know the key get in.
+    """
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.LINGER, 1000)
+    if kind == zmq.ROUTER:
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    public, secret = connection.get("curve_publickey"), connection.get("curve_secretkey")
+    if public and secret:
+        sock.curve_secretkey = secret.encode() if isinstance(secret, str) else secret
+        sock.curve_publickey = public.encode() if isinstance(public, str) else public
+        sock.curve_server = True
+    transport = connection.get("transport", "tcp")
+    ip = connection.get("ip") or ip
+    port = int(connection.get(f"{name}_port") or 0)
+    if transport == "tcp":
+        if port:
+            sock.bind(f"tcp://{ip}:{port}")
+        else:
+            port = sock.bind_to_random_port(f"tcp://{ip}")
+    else:
+        sock.bind(f"ipc://{ip}-{port or 1}")
+    connection[f"{name}_port"] = port
+    return sock
+
+
+def start_heartbeat(sock: zmq.Socket) -> threading.Thread:
+    """Echo every heartbeat ping in C (``zmq.proxy`` releases the GIL), on a thread of its own."""
+
+    def echo() -> None:
+        try:
+            zmq.proxy(sock, sock)
+        except zmq.ZMQError:  # ETERM at shutdown
+            sock.close(linger=0)
+
+    thread = threading.Thread(target=echo, name="heartbeat", daemon=True)
+    thread.start()
+    return thread
