@@ -37,7 +37,9 @@ def test_config_file_sets_the_backend(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path))
     k = KernelHarness("subshell")  # the kernel inherits JUPYTER_CONFIG_DIR
     try:
-        reply, _ = k.run("import sniffio, trio\nawait trio.sleep(0)\nsniffio.current_async_library()")
+        reply, _ = k.run(
+            "import sniffio, trio\nawait trio.sleep(0)\nsniffio.current_async_library()"
+        )
         assert reply["content"]["status"] == "ok", reply["content"]
         info = k.control("kernel_info_request")["content"]
         assert "(trio)" in info["banner"]

@@ -57,6 +57,8 @@ class TestSubshellKernelConformance(jupyter_kernel_test.KernelTests):
 
     code_clear_output = "from IPython.display import clear_output; clear_output()"
 
+    support_iopub_welcome = True  # JEP 65: iopub is an XPUB socket
+
 
 class TestSubshellKernelConformanceTrio(TestSubshellKernelConformance):
     kernel_name = "subshell-trio"

@@ -16,6 +16,14 @@ from jupyter_client.session import Session
 
 from .harness import KernelHarness
 
+
+@pytest.fixture(scope="module")
+def kernel(request):
+    """The module's kernel: asyncio, or the kernelspec a test names (``BOTH_BACKENDS``)."""
+    k = KernelHarness(getattr(request, "param", "subshell"))
+    yield k
+    k.close()
+
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -424,6 +432,14 @@ def test_input_without_stdin_is_an_error(kernel):
 
 
 # -- streams -----------------------------------------------------------------------------
+# Output order and attribution hold on both backends (the iopub thread's task group runs the
+# flush timer and the fd readers on the kernel's backend).
+BOTH_BACKENDS = pytest.mark.parametrize(
+    "kernel", ["subshell", "subshell-trio"], indirect=True, ids=["asyncio", "trio"]
+)
+
+
+@BOTH_BACKENDS
 def test_stdout_batched_and_in_order(kernel):
     reply, msgs = kernel.run("for i in range(1000):\n    print(i)")
     ok(reply)
@@ -433,6 +449,7 @@ def test_stdout_batched_and_in_order(kernel):
     assert len(out) < 100
 
 
+@BOTH_BACKENDS
 def test_large_and_unicode_output(kernel):
     reply, msgs = kernel.run("print('x' * 200000)\nprint('h\u00e9llo \u2713 \U0001F600')")
     ok(reply)
@@ -440,6 +457,7 @@ def test_large_and_unicode_output(kernel):
     assert text == "x" * 200000 + "\nh\u00e9llo \u2713 \U0001F600\n"
 
 
+@BOTH_BACKENDS
 def test_write_without_newline_then_result(kernel):
     reply, msgs = kernel.run("import sys\nsys.stdout.write('partial')\n5")
     ok(reply)
@@ -448,6 +466,7 @@ def test_write_without_newline_then_result(kernel):
     assert of_type(msgs, "stream")[0]["content"]["text"] == "partial"
 
 
+@BOTH_BACKENDS
 def test_output_is_live_while_cell_runs(kernel):
     msg_id = kernel.execute("import time\nprint('early')\ntime.sleep(2.5)\nprint('late')")
     t0 = time.monotonic()
@@ -459,6 +478,7 @@ def test_output_is_live_while_cell_runs(kernel):
     assert kernel.stdout(msg_id) == "early\nlate\n"
 
 
+@BOTH_BACKENDS
 def test_stdout_stderr_interleaving(kernel):
     reply, msgs = kernel.run(
         "import sys\nprint('one')\nprint('two', file=sys.stderr)\nprint('three')"
@@ -467,6 +487,7 @@ def test_stdout_stderr_interleaving(kernel):
     assert streams(msgs) == [("stdout", "one\n"), ("stderr", "two\n"), ("stdout", "three\n")]
 
 
+@BOTH_BACKENDS
 def test_stream_before_result_and_display(kernel):
     reply, msgs = kernel.run(
         "from IPython.display import display\nprint('a')\ndisplay('d')\nprint('b')\n'r'"
@@ -479,6 +500,7 @@ def test_stream_before_result_and_display(kernel):
     assert seq == ["a\n", "'d'", "b\n", "'r'"]
 
 
+@BOTH_BACKENDS
 def test_output_from_thread_goes_to_cell(kernel):
     code = (
         "import threading, time\n"
@@ -901,6 +923,7 @@ def test_shutdown_exits_promptly():
     assert all(o[-1] == 0 for o in outcomes), outcomes
 
 
+@BOTH_BACKENDS
 def test_fd_level_output_is_forwarded(kernel):
     """C code and subprocesses write to fds 1 and 2 directly; the frontend still sees it."""
     reply, _ = kernel.run(
@@ -913,3 +936,43 @@ def test_fd_level_output_is_forwarded(kernel):
     assert "from-a-subprocess\n" in kernel.stdout(msg_id)
     assert "raw-fd1\n" in kernel.stdout(msg_id)
     assert "to-fd2\n" in kernel.stdout(msg_id, "stderr")
+
+
+# -- iopub: XPUB subscriptions and the iopub thread ------------------------------------------
+def _raw_subscriber(k: KernelHarness, topic: bytes) -> zmq.Socket:
+    info = k.km.get_connection_info()
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.linger = 0
+    sock.connect(f"tcp://{info['ip']}:{info['iopub_port']}")
+    sock.subscribe(topic)
+    return sock
+
+
+@pytest.mark.parametrize("topic", [b"", b"kernel.status"])
+def test_a_new_subscriber_gets_iopub_welcome_with_its_topic(kernel, topic):
+    """JEP 65: the kernel answers each subscription with ``iopub_welcome``, so a client
+    knows it is subscribed (before, it could only guess and resend kernel_info)."""
+    sock = _raw_subscriber(kernel, topic)
+    try:
+        assert sock.poll(5000), "no iopub_welcome within 5 s"
+        frames = sock.recv_multipart()
+        session = Session(key=kernel.session.key)
+        idents, rest = session.feed_identities(frames)
+        msg = session.deserialize(rest)  # checks the signature
+        assert idents == [topic]
+        assert msg["msg_type"] == "iopub_welcome"
+        assert msg["content"] == {"subscription": topic.decode()}
+        assert msg["parent_header"] == {}
+    finally:
+        sock.close()
+
+
+def test_the_kernels_threads_are_those_on_the_map(kernel):
+    """docs/architecture.md's thread table, at idle: one iopub thread carries the flush
+    timer, both fd readers and the subscriptions (it replaced three threads)."""
+    reply, _ = kernel.run("import threading\nsorted(t.name for t in threading.enumerate())")
+    ok(reply)
+    result = kernel.iopub(reply["parent_header"]["msg_id"])[-2]
+    names = eval(result["content"]["data"]["text/plain"])
+    expected = {"MainThread", "shell-router", "control", "iopub", "heartbeat", "parent-watch"}
+    assert set(names) - {"IPythonHistorySavingThread"} == expected, names

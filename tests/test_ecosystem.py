@@ -397,9 +397,9 @@ class Server:
             try:
                 self.request("GET", "/api/status")
                 break
-            except (urllib.error.URLError, ConnectionError, OSError):
+            except (urllib.error.URLError, ConnectionError, OSError) as e:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"jupyter server did not start:\n{self.output()}")
+                    raise RuntimeError(f"jupyter server did not start:\n{self.output()}") from e
                 time.sleep(0.1)
 
     def output(self) -> str:

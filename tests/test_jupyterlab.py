@@ -41,6 +41,8 @@ from pathlib import Path
 
 import pytest
 
+from .harness import skip_unless_strict
+
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,9 +87,9 @@ def _skip_reason() -> str | None:
 
 _SKIP = _skip_reason()
 if _SKIP:
-    pytest.skip(_SKIP, allow_module_level=True)
+    skip_unless_strict(_SKIP, allow_module_level=True)
 
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 # -- the server ----------------------------------------------------------------------------
 

@@ -50,6 +50,14 @@ def k(revivable_kernel) -> KernelHarness:
     return revivable_kernel
 
 
+@pytest.fixture(scope="module", params=["subshell", "subshell-trio"], ids=["asyncio", "trio"])
+def fd_kernel(request):
+    """fd 1 and 2 are read by the iopub thread's task group, on the kernel's backend."""
+    kern = KernelHarness(request.param)
+    yield kern
+    kern.close()
+
+
 @pytest.fixture
 def side_effect(tmp_path) -> tuple[str, Path]:
     """Code that, if it ever runs, leaves a file behind; and that file."""
@@ -872,8 +880,9 @@ def test_replaced_sys_stdout(k, replacement):
     assert stream_text(msgs) == "printing again\n"
 
 
-def test_printing_to_sys_dunder_stdout_reaches_the_frontend_through_fd1(k):
+def test_printing_to_sys_dunder_stdout_reaches_the_frontend_through_fd1(fd_kernel):
     """``sys.__stdout__`` writes to file descriptor 1, which the kernel captures."""
+    k = fd_kernel
     _, msgs = k.run("import sys, time\nprint('via dunder', file=sys.__stdout__, flush=True)\n"
                       "time.sleep(0.3)")
     assert "via dunder\n" in stream_text(msgs)
@@ -968,7 +977,8 @@ def test_sigint_burst_between_cells_is_harmless(fresh_kernel):
     assert_alive(k)
 
 
-def test_c_level_writes_are_forwarded(k):
+def test_c_level_writes_are_forwarded(fd_kernel):
+    k = fd_kernel
     sid = k.create_subshell()
     code = (
         "import ctypes, os, time\n"
@@ -989,7 +999,8 @@ def test_c_level_writes_are_forwarded(k):
         assert stream_text(msgs, "stderr") == "fd2 line\n"
 
 
-def test_large_and_invalid_utf8_fd_output(k):
+def test_large_and_invalid_utf8_fd_output(fd_kernel):
+    k = fd_kernel
     rep, msgs = k.run(
         "import os, time\n"
         "for i in range(1000):\n"
@@ -1148,6 +1159,28 @@ def test_shutdown_while_parent_and_two_subshells_run(fresh_kernel):
         assert k.reply(mid, timeout=2)["content"]["status"] in ("error", "aborted")
     # the cell blocked in time.sleep in a child subshell cannot be stopped before the
     # watchdog ends the process: its reply is not promised
+
+
+def test_a_hung_shutdown_is_ended_by_the_watchdog_and_says_so(tmp_path):
+    """A parent cell that blocks SIGINT cannot be stopped: the watchdog ends the process
+    1.8 s after the shutdown request.  It used to exit with status 0, so a hung shutdown
+    looked clean to every test; now it logs and exits with status 3, and the clean-shutdown
+    tests (which require status 0) fail whenever it was the watchdog that did the work."""
+    log_path = tmp_path / "kernel.log"
+    with open(log_path, "w") as log:
+        kern = KernelHarness("subshell", stderr=log)
+    try:
+        mid = kern.execute("import signal, time\n"
+                           "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+                           "print('started', flush=True)\ntime.sleep(30)")
+        wait_printed(kern, mid, "started")
+        t0 = time.monotonic()
+        kern.kc.control_channel.send(kern.session.msg("shutdown_request", {"restart": False}))
+        status, elapsed = exit_status_within(kern, 5, t0)
+        assert status == 3 and 1.7 < elapsed < 3.0, (status, elapsed)
+        assert "watchdog ends the process" in log_path.read_text()
+    finally:
+        kern.close()
 
 
 SIGTERM_CASES = {

@@ -433,7 +433,7 @@ def test_output_of_concurrent_subshells_is_not_mixed(shared):
             tag: k.execute(code.replace("@TAG@", tag), sid)
             for tag, sid in (("parent", None), ("alpha", a), ("beta", b))
         }
-        for tag, mid in ids.items():
+        for mid in ids.values():
             assert reply(k, mid)["content"]["status"] == "ok"
             iopub(k, mid)
         for tag, mid in ids.items():
