@@ -1,8 +1,27 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install the kernel with its test extras into it.
+# Create .venv (if missing), install the kernel with its test extras into it, register the
+# kernelspec, and install the Debian packages the tests drive (when run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+
+# Debian packages, each for the tests named beside it:
+#   chromium: tests/test_jupyterlab.py (JupyterLab in a real browser)
+SYSTEM_PACKAGES=(chromium)
+missing=()
+for pkg in "${SYSTEM_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "not installed (run as root to install): ${missing[*]}; the tests that need them skip" >&2
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run the test suite. CI runs exactly this.
+# Set up (if needed), lint, and run the test suite. CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q "$@"
+.venv/bin/ruff check .
+# -rs: say why each skipped test skipped
+exec .venv/bin/python -m pytest -q -rs "$@"
