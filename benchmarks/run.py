@@ -680,6 +680,32 @@ def bench_print(k: Kernel, cfg: Config) -> dict:
     return {"print": elapsed}
 
 
+def bench_print_concurrent(k: Kernel, cfg: Config) -> dict:
+    """The parent and 4 subshells print at once (a fifth of the lines each): time until
+    the last idle; every stream message must carry the parent of the cell that printed."""
+    k.require_subshells()
+    n = cfg.print_lines // 5
+    subshells = [k.create_subshell() for _ in range(4)]
+    try:
+        for subshell_id in subshells:
+            k.execute("pass", subshell_id=subshell_id)
+        start = time.perf_counter()
+        ids = {tag: k.submit(f"for i in range({n}):\n    print('{tag}', i)", subshell_id=sid)
+               for tag, sid in zip("PABCD", [None, *subshells])}
+        finished = {tag: k.finish(msg_id, cfg.timeout * 6) for tag, msg_id in ids.items()}
+        elapsed = time.perf_counter() - start
+    finally:
+        k.delete_subshells(subshells)
+    for tag, (reply, iopub) in finished.items():
+        text = "".join(m["content"]["text"] for m in iopub
+                       if m["msg_type"] == "stream" and m["content"].get("name") == "stdout")
+        if reply["content"].get("status") != "ok" or text != "".join(
+                f"{tag} {i}\n" for i in range(n)):
+            raise BenchError(f"cell {tag}: status {reply['content'].get('status')}, "
+                             f"{len(text.splitlines())} of {n} lines attributed to it")
+    return {"print_concurrent": elapsed}
+
+
 def bench_print_late(k: Kernel, cfg: Config) -> dict:
     """The same, on a kernel that has by now created and deleted many subshells."""
     return {"print_late": bench_print(k, cfg)["print"]}
@@ -810,6 +836,10 @@ def plan(cfg: Config) -> list[Bench]:
               (Row("comm_rtt", f"comm_msg echo on subshell, parent sleep({busy})", "ms"),
                Row("comm_rtt_spin", f"comm_msg echo on subshell, parent CPU loop {busy}", "ms")),
               cfg.busy_rounds),
+        Bench("print-concurrent", bench_print_concurrent,
+              (Row("print_concurrent",
+                   f"parent + 4 subshells x {cfg.print_lines // 5} print(i) at once, verified",
+                   "s"),), cfg.print_rounds),
         Bench("print-late", bench_print_late,
               (Row("print_late", f"{cfg.print_lines} x print(i), after subshell rows", "s"),),
               cfg.print_late_rounds),
