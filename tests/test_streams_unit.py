@@ -564,8 +564,11 @@ def test_each_new_subscriber_gets_a_welcome_on_its_topic(wired_iopub):
     # a second subscriber of everything gets a welcome of its own
     again = Subscriber(w.context, w.address)
     assert again.next_of("iopub_welcome")["content"] == {"subscription": ""}
-    status_only.socket.close()
-    again.socket.close()
+    # JEP 65: a topic that is not UTF-8 gets no welcome
+    binary = Subscriber(w.context, w.address, b"\xff\xfe")
+    assert not binary.socket.poll(300)
+    for sub in (status_only, again, binary):
+        sub.socket.close()
 
 
 def test_publish_sends_signed_frames_at_once(wired_iopub):

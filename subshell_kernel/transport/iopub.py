@@ -190,9 +190,12 @@ class IOPub:
                 self._welcome(event[1:])
 
     def _welcome(self, topic: bytes) -> None:
-        msg = self.codec.new_message(
-            "iopub_welcome", {"subscription": topic.decode("utf-8", "replace")}, None
-        )
+        try:
+            subscription = topic.decode("utf-8")
+        except UnicodeDecodeError:  # JEP 65: no welcome for a topic that is not UTF-8
+            log.warning("subscription to a topic that is not UTF-8: no iopub_welcome")
+            return
+        msg = self.codec.new_message("iopub_welcome", {"subscription": subscription}, None)
         self._send(self.codec.serialize(msg, [topic]))
 
     async def _forward_fd(self, name: str, fd: int, decoder) -> None:
