@@ -26,6 +26,7 @@ import itertools
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -706,6 +707,33 @@ def bench_print_concurrent(k: Kernel, cfg: Config) -> dict:
     return {"print_concurrent": elapsed}
 
 
+FROZEN_SUBSCRIBER = """\
+import os, signal, sys, zmq
+sock = zmq.Context().socket(zmq.SUB)
+sock.connect(sys.argv[1])
+sock.subscribe(b"")
+sock.poll(3000)  # the welcome, from a kernel that sends one
+print("subscribed", flush=True)
+os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+def bench_print_frozen(k: Kernel, cfg: Config) -> dict:
+    """The print row while a second iopub subscriber (another process) has stopped reading."""
+    info = k.km.get_connection_info()
+    frozen = subprocess.Popen(
+        [sys.executable, "-c", FROZEN_SUBSCRIBER, f"tcp://{info['ip']}:{info['iopub_port']}"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        frozen.stdout.readline()
+        time.sleep(0.2)  # let it stop
+        return {"print_frozen": bench_print(k, cfg)["print"]}
+    finally:
+        frozen.kill()
+        frozen.wait(5)
+
+
 def bench_print_late(k: Kernel, cfg: Config) -> dict:
     """The same, on a kernel that has by now created and deleted many subshells."""
     return {"print_late": bench_print(k, cfg)["print"]}
@@ -836,6 +864,10 @@ def plan(cfg: Config) -> list[Bench]:
               (Row("comm_rtt", f"comm_msg echo on subshell, parent sleep({busy})", "ms"),
                Row("comm_rtt_spin", f"comm_msg echo on subshell, parent CPU loop {busy}", "ms")),
               cfg.busy_rounds),
+        Bench("print-frozen", bench_print_frozen,
+              (Row("print_frozen",
+                   f"{cfg.print_lines} x print(i), a 2nd subscriber frozen", "s"),),
+              cfg.print_rounds),
         Bench("print-concurrent", bench_print_concurrent,
               (Row("print_concurrent",
                    f"parent + 4 subshells x {cfg.print_lines // 5} print(i) at once, verified",

@@ -19,14 +19,21 @@ task group on an event loop of the kernel's backend:
   into pipes (set up by ``hooks``); one task per pipe awaits it
   (``anyio.wait_readable``) and hands the text to ``on_fd_output``;
 - **the subscriptions**: iopub is an XPUB socket, which hands the kernel each
-  subscription a frontend's SUB socket sends (``XPUB_VERBOSE``: every one,
-  not only the first of each topic); each is answered with an
+  subscription and unsubscription (``XPUB_VERBOSER``: every one, not only
+  the first or last of each topic); each subscription is answered with an
   ``iopub_welcome`` (JEP 65) on the subscribed topic, so a client knows when
   it is subscribed instead of guessing.  Every subscriber of that topic
   receives the welcome; its parent header is empty.
 
 ``stop`` cancels the task group; then what the pipes still hold is read, and
 every buffer is flushed, in order, before the socket closes.
+
+A subscriber that stops reading costs a bounded number of bytes: the
+socket's high-water mark, which ZeroMQ keeps per subscriber and beyond which
+it drops for that subscriber alone, follows a byte budget
+(``core.iopub_budget``: the mark is the budget divided by the largest recent
+message). When a subscriber goes away, the iopub thread hands the freed heap
+back to the OS.
 """
 
 from __future__ import annotations
@@ -41,19 +48,28 @@ from typing import Any
 import anyio
 import zmq
 
+from ..core.iopub_budget import IOPubBudget
 from ..core.protocol import Codec, iopub_topic
 from .loop import call_soon_threadsafe
 from .sockets import SharedSocket
 
 log = logging.getLogger(__name__)
 
-_SUBSCRIBE = 1  # first byte of an XPUB subscription message (0: unsubscribe)
+_SUBSCRIBE, _UNSUBSCRIBE = 1, 0  # first byte of an XPUB subscription message
+_SNDHWM = int(zmq.SNDHWM)
+#: seconds after a subscriber left before the freed heap is handed back (twice: the
+#: pipe's teardown takes a few exchanges of commands between zmq's threads)
+RELEASE_DELAYS = (0.2, 1.0)
 
 
 class IOPub:
-    def __init__(self, socket: zmq.Socket, codec: Codec, backend: str, flush_interval: float):
-        socket.setsockopt(zmq.XPUB_VERBOSE, 1)
-        self._socket = SharedSocket(socket, on_input=self._subscriptions_waiting)
+    def __init__(self, socket: zmq.Socket, codec: Codec, backend: str, flush_interval: float,
+                 subscriber_budget: int = 32 << 20):
+        socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription, not only the first
+        self._budget = IOPubBudget(subscriber_budget)
+        socket.setsockopt(zmq.SNDHWM, self._budget.hwm)
+        self._socket = SharedSocket(socket, on_input=self._subscriptions_waiting,
+                                    before_send=self._apply_budget)
         self._zmq_fd = socket.FD
         self.codec = codec
         self.backend = backend
@@ -84,6 +100,12 @@ class IOPub:
         if not self._schedule(self._arm_timer):
             self._flush_requested = True
 
+    def _apply_budget(self, socket: zmq.Socket, frames: list) -> None:
+        """Under the socket's lock, before each send: the mark for this message's size."""
+        hwm = self._budget.admit(sum(map(len, frames)))
+        if hwm is not None:
+            socket.setsockopt(_SNDHWM, hwm)
+
     def _send(self, frames: list) -> None:
         try:
             self._socket.send(frames)
@@ -111,9 +133,11 @@ class IOPub:
         on_flush_due: Callable[[], None],
         fd_pipes: Mapping[str, int] | None = None,
         on_fd_output: Callable[[str, str], None] | None = None,
+        release_memory: Callable[[], None] = lambda: None,
     ) -> None:
         """Start the iopub thread; returns once its task group runs."""
         self._on_flush_due = on_flush_due
+        self._release_memory = release_memory
         self._fd_pipes = dict(fd_pipes or {})
         self._on_fd_output = on_fd_output
         for fd in self._fd_pipes.values():
@@ -142,6 +166,7 @@ class IOPub:
         self._send_flush = send_flush
         decoders = {name: _decoder() for name in self._fd_pipes}
         async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
             self._cancel = tasks.cancel_scope.cancel
             tasks.start_soon(self._flush_timer, receive_flush)
             tasks.start_soon(self._subscriptions)
@@ -184,10 +209,24 @@ class IOPub:
             await anyio.wait_readable(self._zmq_fd)
 
     def _read_subscriptions(self) -> None:
+        left = False
         while (frames := self._socket.recv()) is not None:
             event = frames[0]
             if event[:1] == bytes([_SUBSCRIBE]):
                 self._welcome(event[1:])
+            elif event[:1] == bytes([_UNSUBSCRIBE]):
+                left = True
+        if left:  # a subscriber went away (or dropped a topic): its pipe may have held a lot
+            self._tasks.start_soon(self._release_later)
+
+    async def _release_later(self) -> None:
+        # zmq frees a departed peer's pipe (and the messages it still held) as the
+        # socket processes its commands, which reading EVENTS makes it do; the freed
+        # heap then goes back to the OS
+        for delay in RELEASE_DELAYS:
+            await anyio.sleep(delay)
+            self._socket.events()
+            self._release_memory()
 
     def _welcome(self, topic: bytes) -> None:
         try:

@@ -50,13 +50,21 @@ def send_frames(socket: zmq.Socket, frames: list) -> None:
 class SharedSocket:
     """A zmq socket used by several threads, one at a time, under a lock.
 
-    After ``close``, sends are dropped and ``recv`` returns None.
+    ``before_send(socket, frames)``, if given, runs under the lock just before
+    each send (iopub sets its high-water mark there).  After ``close``, sends
+    are dropped and ``recv`` returns None.
     """
 
-    def __init__(self, socket: zmq.Socket, on_input: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        socket: zmq.Socket,
+        on_input: Callable[[], None] | None = None,
+        before_send: Callable[[zmq.Socket, list], None] | None = None,
+    ):
         self.socket = socket
         self._lock = threading.Lock()
         self._on_input = on_input
+        self._before_send = before_send
         self._closed = False
 
     @property
@@ -67,10 +75,20 @@ class SharedSocket:
         with self._lock:
             if self._closed:
                 return
+            if self._before_send is not None:
+                self._before_send(self.socket, frames)
             send_frames(self.socket, frames)
             # getsockopt with an int: ``socket.EVENTS`` resolves the name in Python
             if self._on_input is not None and self.socket.getsockopt(_EVENTS) & _POLLIN:
                 self._on_input()
+
+    def events(self) -> int:
+        """``EVENTS`` (0 once closed); reading it also makes zmq process the socket's
+        pending commands, e.g. freeing the pipe of a peer that went away."""
+        with self._lock:
+            if self._closed:
+                return 0
+            return self.socket.getsockopt(_EVENTS)
 
     def recv(self) -> list | None:
         """The next message, or None if none is waiting (never blocks)."""
