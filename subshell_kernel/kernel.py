@@ -125,16 +125,17 @@ class Kernel(LoggingConfigurable):
         """Run the kernel on the calling (main) thread until shutdown."""
         hooks = self.hooks
         hooks.block_signals()  # every thread started from here on inherits the block
-        bind = lambda kind, name: sockets.bind(self.context, kind, self.connection, name, self.ip)  # noqa: E731
+        def bind(kind: int, name: str, sndhwm: int = 0) -> zmq.Socket:
+            return sockets.bind(self.context, kind, self.connection, name, self.ip, sndhwm)
+
         shell_sock, stdin_sock = bind(zmq.ROUTER, "shell"), bind(zmq.ROUTER, "stdin")
-        control_sock, iopub_sock = bind(zmq.ROUTER, "control"), bind(zmq.XPUB, "iopub")
-        hb_sock = bind(zmq.ROUTER, "hb")
+        control_sock, hb_sock = bind(zmq.ROUTER, "control"), bind(zmq.ROUTER, "hb")
+        iopub_sock = bind(zmq.XPUB, "iopub", IOPub.high_water_mark(self.iopub_subscriber_budget))
         if write_connection_to is not None:
             _write_private_json(write_connection_to, self.connection)
             log.warning("wrote connection file %s", write_connection_to)
 
-        self.iopub = iopub = IOPub(iopub_sock, self.codec.fork(), self.backend,
-                                   self.flush_interval, self.iopub_subscriber_budget)
+        self.iopub = iopub = IOPub(iopub_sock, self.codec.fork(), self.backend, self.flush_interval)
         self.streams = streams = StreamRouter(iopub.publish, iopub.flush_soon)
         fd_pipes = hooks.redirect_fds() if self.capture_fd_output else {}
         hooks.log_to_original_stderr()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import queue
+import threading
 import time
 from collections import defaultdict
 from typing import Any
@@ -30,7 +31,12 @@ def skip_unless_strict(reason: str, allow_module_level: bool = False) -> None:
 
 
 class KernelHarness:
-    def __init__(self, kernel_name: str = "subshell", **start_kwargs: Any):
+    """``eager_iopub``: a thread keeps reading iopub, as a real frontend does (a client
+    that stops reading is, for the kernel, a frozen frontend: past its budget it misses
+    output); False leaves iopub to the test."""
+
+    def __init__(self, kernel_name: str = "subshell", eager_iopub: bool = True,
+                 **start_kwargs: Any):
         self.km = KernelManager(kernel_name=kernel_name)
         self.km.start_kernel(**start_kwargs)
         self.kc = self.km.client()
@@ -40,6 +46,42 @@ class KernelHarness:
         self._replies: dict[str, dict] = {}
         self._iopub: dict[str, list[dict]] = defaultdict(list)
         self._stdin: list[dict] = []
+        self._read_iopub: queue.SimpleQueue | None = None
+        self._reader: threading.Thread | None = None
+        self._closing = threading.Event()
+        if eager_iopub:
+            self._read_iopub = queue.SimpleQueue()
+            self._start_reader()
+
+    def _start_reader(self) -> None:
+        self._closing.clear()
+        self._reader = threading.Thread(target=self._iopub_reader, args=(self.kc,),
+                                        name="harness-iopub", daemon=True)
+        self._reader.start()
+
+    def _stop_reader(self) -> None:
+        self._closing.set()
+        if self._reader is not None:
+            self._reader.join(5)
+
+    def _iopub_reader(self, kc) -> None:
+        channel = kc.iopub_channel
+        while not self._closing.is_set():
+            try:
+                msg = channel.get_msg(timeout=0.1)
+            except queue.Empty:
+                continue
+            self._read_iopub.put(msg)
+
+    def replace_client(self, make_client) -> None:
+        """Close this client's channels and go on with ``make_client()`` (a reconnect)."""
+        self._stop_reader()
+        self.kc.stop_channels()
+        self.kc = make_client()
+        self.kc.start_channels()
+        self.session = self.kc.session
+        if self._read_iopub is not None:
+            self._start_reader()
 
     # -- lifetime -----------------------------------------------------------------------
     @property
@@ -50,6 +92,7 @@ class KernelHarness:
         return self.km.is_alive()
 
     def close(self) -> None:
+        self._stop_reader()  # before the channels close: a socket is used by one thread
         try:
             self.kc.stop_channels()
         finally:
@@ -76,7 +119,9 @@ class KernelHarness:
     def _pump(self, timeout: float) -> None:
         """Read whatever arrives within ``timeout`` on shell, iopub and stdin."""
         got = False
-        for name in ("shell", "iopub", "stdin"):
+        channels = ("shell", "stdin") if self._read_iopub is not None else (
+            "shell", "iopub", "stdin")
+        for name in channels:
             chan = getattr(self.kc, f"{name}_channel")
             while True:
                 try:
@@ -85,10 +130,21 @@ class KernelHarness:
                     break
                 got = True
                 self._file(name, msg)
+        if self._read_iopub is not None:
+            while True:
+                try:
+                    msg = self._read_iopub.get_nowait()
+                except queue.Empty:
+                    break
+                got = True
+                self._file("iopub", msg)
         if not got:
             # block briefly on iopub (the busiest channel) rather than spinning
             try:
-                self._file("iopub", self.kc.iopub_channel.get_msg(timeout=timeout))
+                if self._read_iopub is not None:
+                    self._file("iopub", self._read_iopub.get(timeout=timeout))
+                else:
+                    self._file("iopub", self.kc.iopub_channel.get_msg(timeout=timeout))
             except queue.Empty:
                 pass
 

@@ -90,7 +90,7 @@ class LiveReader(threading.Thread):
 
 def measure(kernel_name: str) -> dict:
     """Run the whole scenario against ``kernel_name``; the figures for the assertions."""
-    k = KernelHarness(kernel_name)
+    k = KernelHarness(kernel_name, eager_iopub=False)  # the LiveReader reads iopub
     frozen = None
     try:
         info = k.km.get_connection_info()

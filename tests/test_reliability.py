@@ -1057,18 +1057,21 @@ def test_await_cell_that_never_yields_again_is_interrupted_by_signal(fresh_kerne
 # ==================================================================================================
 def _reconnect(k: KernelHarness, same_identity: bool) -> None:
     """Drop the harness's client and connect a new one from the connection info."""
-    k.kc.stop_channels()
-    if same_identity:  # jupyter_client's default: the manager's session, so the same zmq identity
-        kc = k.km.client()
-        # a copy of the manager's session: same id, but its msg_id counter starts again at 0;
-        # skip the ids the first client used (the kernel does not care, our bookkeeping does)
-        kc.session.message_count = 1_000_000
-    else:
-        kc = BlockingKernelClient()
-        kc.load_connection_info(k.km.get_connection_info())
-        assert kc.session.bsession != k.session.bsession
-    kc.start_channels()
-    k.kc, k.session = kc, kc.session
+    old_session = k.session.bsession
+
+    def new_client():
+        if same_identity:  # jupyter_client's default: the manager's session, same zmq identity
+            kc = k.km.client()
+            # a copy of the manager's session: same id, but its msg_id counter starts again
+            # at 0; skip the ids the first client used (the kernel does not care, we do)
+            kc.session.message_count = 1_000_000
+        else:
+            kc = BlockingKernelClient()
+            kc.load_connection_info(k.km.get_connection_info())
+            assert kc.session.bsession != old_session
+        return kc
+
+    k.replace_client(new_client)
 
 
 @pytest.mark.parametrize("same_identity", [True, False], ids=["same-session", "new-session"])

@@ -330,7 +330,7 @@ def _churn(w: Wire, cycles: int) -> dict:
 
 def test_soak(request):
     n_exec, n_cycles = _sizes(request)
-    k = KernelHarness("subshell")
+    k = KernelHarness("subshell", eager_iopub=False)
     w = None
     try:
         k.kc.stop_channels()  # the raw client below does all the talking

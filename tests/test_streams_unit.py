@@ -244,21 +244,37 @@ def test_exceeding_max_buffer_emits_immediately(iopub):
         out.write("12345")
         out.write("67890")  # exactly max_buffer: still buffered
         assert iopub.published == []
-        out.write("X")  # past max_buffer: emitted now
-        assert iopub.published == [("stdout", "1234567890X", a)]
+        out.write("X")  # past max_buffer: emitted now, no message over max_buffer
+        assert iopub.published == [("stdout", "1234567890", a), ("stdout", "X", a)]
         out.write("tail")
         assert iopub.flush_soon_calls == 1  # same buffer, not a new one
     router.flush_all()
-    assert iopub.published == [("stdout", "1234567890X", a), ("stdout", "tail", a)]
+    assert [t for _, t, _ in iopub.published] == ["1234567890", "X", "tail"]
 
 
-def test_one_huge_write_is_emitted_at_once(iopub):
+def test_one_huge_write_is_emitted_at_once_in_pieces_of_at_most_max_buffer_bytes(iopub):
     router = stream_router(iopub, max_buffer=100)
     with current(parent("A")):
         OutStream("stdout", router).write("x" * 1000)
-    assert [len(t) for _, t, _ in iopub.published] == [1000]
+    assert [len(t) for _, t, _ in iopub.published] == [100] * 10
     router.flush_all()  # the emitted buffer left nothing behind: no empty stream message
-    assert len(iopub.published) == 1
+    assert len(iopub.published) == 10
+    iopub.clear()
+    with current(parent("B")):
+        OutStream("stdout", router).write("\u00e9" * 300)  # 2 bytes each in UTF-8
+    pieces = [t for _, t, _ in iopub.published]
+    assert "".join(pieces) == "\u00e9" * 300
+    assert max(len(t.encode()) for t in pieces) <= 100
+
+
+def test_buffers_count_utf8_bytes(iopub):
+    router = stream_router(iopub, max_buffer=10)
+    with current(parent("A")):
+        out = OutStream("stdout", router)
+        out.write("\u20ac\u20ac\u20ac")  # 3 characters, 9 bytes: still buffered
+        assert iopub.published == []
+        out.write("\u20ac")  # 12 bytes: emitted
+    assert len(iopub.published) >= 1
 
 
 def test_flush_soon_once_per_new_buffer(iopub, router, streams):

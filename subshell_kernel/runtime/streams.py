@@ -13,9 +13,11 @@ Invariants:
   iopub FIFO) before any other message its request publishes, because every
   publisher calls ``flush(parent)`` first.
 - Nothing is published for a muted (``silent``) request.
+- No stream message carries more than ``max_buffer`` bytes of text (a larger
+  buffer, from one huge write, leaves in pieces).
 - A buffer is emitted at the latest ``flush_interval`` after its first write
   (the iopub thread's timer, armed by ``flush_soon`` once per buffer), when it
-  grows past ``max_buffer`` characters, or on ``flush``.
+  grows past ``max_buffer`` bytes of UTF-8, or on ``flush``.
 - ``publish`` is how every other message of a request leaves: its buffered
   text first, then the message.
 """
@@ -83,7 +85,8 @@ class StreamRouter:
                 self._emit(pending)
                 pending.name = name
             pending.chunks.append(text)
-            pending.size += len(text)
+            # bytes, as iopub's budget counts them (isascii: no encoding on the hot path)
+            pending.size += len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
             if pending.size > self.max_buffer:
                 self._emit(pending)
 
@@ -108,11 +111,21 @@ class StreamRouter:
                 del self._pending[key]
 
     def _emit(self, pending: _Pending) -> None:
-        if pending.chunks:
-            text = "".join(pending.chunks)
-            pending.chunks = []
-            pending.size = 0
+        if not pending.chunks:
+            return
+        text = "".join(pending.chunks)
+        big = pending.size > self.max_buffer
+        pending.chunks = []
+        pending.size = 0
+        if not big:
             self._publish("stream", {"name": pending.name, "text": text}, pending.parent)
+            return
+        # one huge write (print of a 10 MB string) still leaves as messages of at most
+        # max_buffer bytes: iopub's budget for a stopped frontend counts on that bound
+        step = self.max_buffer if text.isascii() else self.max_buffer // 4
+        for start in range(0, len(text), step):
+            piece = text[start:start + step]
+            self._publish("stream", {"name": pending.name, "text": piece}, pending.parent)
 
 
 class OutStream(io.TextIOBase):

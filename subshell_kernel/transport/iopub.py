@@ -28,12 +28,16 @@ task group on an event loop of the kernel's backend:
 ``stop`` cancels the task group; then what the pipes still hold is read, and
 every buffer is flushed, in order, before the socket closes.
 
-A subscriber that stops reading costs a bounded number of bytes: the
-socket's high-water mark, which ZeroMQ keeps per subscriber and beyond which
-it drops for that subscriber alone, follows a byte budget
-(``core.iopub_budget``: the mark is the budget divided by the largest recent
-message). When a subscriber goes away, the iopub thread hands the freed heap
-back to the OS.
+A subscriber that stops reading costs a bounded number of bytes. ZeroMQ
+queues per subscriber and, once a subscriber's queue holds the socket's
+high-water mark (``SNDHWM``) of messages, drops what is published to that
+subscriber alone. The mark is set once, from a byte budget: the budget
+divided by the largest stream message (``MAX_STREAM_BYTES``, what a runaway
+print loop sends), so a stopped subscriber holds at most the budget of stream
+output. The mark is not changed later: libzmq's writer learns how far a
+reader got only every half-mark of messages, so a mark lowered at run time
+misjudges a live subscriber as full and drops its messages. When a
+subscriber goes away, the iopub thread hands the freed heap back to the OS.
 """
 
 from __future__ import annotations
@@ -48,7 +52,6 @@ from typing import Any
 import anyio
 import zmq
 
-from ..core.iopub_budget import IOPubBudget
 from ..core.protocol import Codec, iopub_topic
 from .loop import call_soon_threadsafe
 from .sockets import SharedSocket
@@ -56,20 +59,23 @@ from .sockets import SharedSocket
 log = logging.getLogger(__name__)
 
 _SUBSCRIBE, _UNSUBSCRIBE = 1, 0  # first byte of an XPUB subscription message
-_SNDHWM = int(zmq.SNDHWM)
+#: the largest stream message (``runtime.streams.StreamRouter.max_buffer``, in bytes)
+MAX_STREAM_BYTES = 1 << 16
 #: seconds after a subscriber left before the freed heap is handed back (twice: the
 #: pipe's teardown takes a few exchanges of commands between zmq's threads)
 RELEASE_DELAYS = (0.2, 1.0)
 
 
 class IOPub:
-    def __init__(self, socket: zmq.Socket, codec: Codec, backend: str, flush_interval: float,
-                 subscriber_budget: int = 32 << 20):
+    @staticmethod
+    def high_water_mark(subscriber_budget: int) -> int:
+        """The ``SNDHWM`` to bind the iopub socket with: messages ZeroMQ holds for a
+        subscriber before it drops for that subscriber alone."""
+        return max(1, subscriber_budget // MAX_STREAM_BYTES)
+
+    def __init__(self, socket: zmq.Socket, codec: Codec, backend: str, flush_interval: float):
         socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription, not only the first
-        self._budget = IOPubBudget(subscriber_budget)
-        socket.setsockopt(zmq.SNDHWM, self._budget.hwm)
-        self._socket = SharedSocket(socket, on_input=self._subscriptions_waiting,
-                                    before_send=self._apply_budget)
+        self._socket = SharedSocket(socket, on_input=self._subscriptions_waiting)
         self._zmq_fd = socket.FD
         self.codec = codec
         self.backend = backend
@@ -99,12 +105,6 @@ class IOPub:
         """Arm the flush timer (once per burst: the first write to an empty buffer)."""
         if not self._schedule(self._arm_timer):
             self._flush_requested = True
-
-    def _apply_budget(self, socket: zmq.Socket, frames: list) -> None:
-        """Under the socket's lock, before each send: the mark for this message's size."""
-        hwm = self._budget.admit(sum(map(len, frames)))
-        if hwm is not None:
-            socket.setsockopt(_SNDHWM, hwm)
 
     def _send(self, frames: list) -> None:
         try:

@@ -50,21 +50,13 @@ def send_frames(socket: zmq.Socket, frames: list) -> None:
 class SharedSocket:
     """A zmq socket used by several threads, one at a time, under a lock.
 
-    ``before_send(socket, frames)``, if given, runs under the lock just before
-    each send (iopub sets its high-water mark there).  After ``close``, sends
-    are dropped and ``recv`` returns None.
+    After ``close``, sends are dropped and ``recv`` returns None.
     """
 
-    def __init__(
-        self,
-        socket: zmq.Socket,
-        on_input: Callable[[], None] | None = None,
-        before_send: Callable[[zmq.Socket, list], None] | None = None,
-    ):
+    def __init__(self, socket: zmq.Socket, on_input: Callable[[], None] | None = None):
         self.socket = socket
         self._lock = threading.Lock()
         self._on_input = on_input
-        self._before_send = before_send
         self._closed = False
 
     @property
@@ -75,8 +67,6 @@ class SharedSocket:
         with self._lock:
             if self._closed:
                 return
-            if self._before_send is not None:
-                self._before_send(self.socket, frames)
             send_frames(self.socket, frames)
             # getsockopt with an int: ``socket.EVENTS`` resolves the name in Python
             if self._on_input is not None and self.socket.getsockopt(_EVENTS) & _POLLIN:
@@ -142,19 +132,22 @@ class WakePipe:
 
 
 def bind(
-    context: zmq.Context, kind: int, connection: dict[str, Any], name: str, ip: str
+    context: zmq.Context, kind: int, connection: dict[str, Any], name: str, ip: str,
+    sndhwm: int = 0,
 ) -> zmq.Socket:
     """Bind the socket ``name`` (shell, iopub, ...) as the connection info says.
 
     A port of 0 or none binds a free one, and ``connection`` is updated with
     it.  With CurveZMQ keys in the connection info the socket is a Curve
     server: traffic is encrypted and only clients that know the key get in.
+    ``sndhwm`` must be set here, before the bind: libzmq gives the pipes of
+    the connections a listener accepts the options it had when it was bound.
     """
     sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, 1000)
     if kind == zmq.ROUTER:
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.SNDHWM, sndhwm)
     sock.setsockopt(zmq.RCVHWM, 0)
     public, secret = connection.get("curve_publickey"), connection.get("curve_secretkey")
     if public and secret:
