@@ -1,20 +1,25 @@
 #!/usr/bin/env python
-"""Benchmark our kernel against ipykernel, side by side, in one run.
+"""Benchmark our kernel against its peers, side by side, in one run.
 
-    python benchmarks/run.py [--quick] [--kernels subshell,python3] [--out benchmarks/results.json]
+    python benchmarks/run.py [--quick] [--kernels subshell,python3,xeus-python,ipymini,async-kernel]
+                             [--only execute,interrupt] [--out benchmarks/results.json]
 
-Both kernels are launched from a temporary kernelspec directory that points at
-``sys.executable``, so the run does not depend on what is installed. Each
-benchmark runs in rounds that alternate between the kernels (A, B, A, B, ...)
-so that noise from the shared machine hits both. Clients talk to the kernels
-over raw ZMQ sockets; both kernels are measured by exactly the same client code.
+Our kernel and ipykernel (``python3``) are launched from a temporary kernelspec
+that points at ``sys.executable``; the other peers (``benchmarks/peers.py``) each
+from PyPI, at a pinned version, in a venv of their own under
+``benchmarks/.peers/`` (created on first use, then reused). Each benchmark runs
+in rounds that alternate between the kernels (A, B, C, A, B, C, ...) so that
+noise from the shared machine hits all of them. Clients talk to the kernels
+over raw ZMQ sockets; every kernel is measured by exactly the same client code.
 Requests are built and signed by ``jupyter_client.session.Session``; incoming
 messages are verified and decoded by a lean decoder (``--client lean``, the
 default) or by ``Session.deserialize`` (``--client jupyter_client``).
 
-The first kernel in ``--kernels`` is "ours", the second the baseline; the ratio
-column is ours / baseline (for throughput rows higher is better, for all others
-lower is better). See benchmarks/README.md for what each row measures.
+The first kernel in ``--kernels`` is "ours"; each row shows ours / the best of
+the others and ours / ipykernel (for throughput rows higher is better, for all
+others lower is better). The floors (a bare zmq round trip, a bare
+``run_cell('pass')``, interpreter startup) are measured in the same run. See
+benchmarks/README.md for what each row measures.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import floors
 import jupyter_client
+import peers
 import zmq
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
@@ -56,6 +63,12 @@ KERNEL_ARGV = {
 
 # The same kernel on its trio backend, for the trio interrupt row.
 TRIO_VARIANT = {"subshell": "subshell-trio"}
+
+DEFAULT_KERNELS = ("subshell", "python3", *peers.PEERS)
+#: column titles
+LABELS = {"subshell": "ours", "python3": "ipykernel",
+          **{name: peer.label for name, peer in peers.PEERS.items()}}
+IPYKERNEL = "python3"
 
 NEVER = float("inf")  # an interrupt that did not produce a reply in time
 DELIM = b"<IDS|MSG>"
@@ -76,17 +89,19 @@ class Config:
     pipeline_rounds: int = 2
     create_rounds: int = 2
     create_pairs: int = 50  # create+delete pairs per round
-    busy_rounds: int = 3
+    busy_rounds: int = 2
     busy_seconds: float = 2.0  # how long the parent cell stays busy per round
-    concurrent_ns: tuple[int, ...] = (1, 2, 4, 8, 16)
-    concurrent_rounds: int = 2
+    concurrent_ns: tuple[int, ...] = (1, 4, 16)
+    concurrent_rounds: int = 1
     footprint_counts: tuple[int, ...] = (10, 100)
     print_lines: int = 100_000
     print_rounds: int = 2
+    print_variant_rounds: int = 1  # the frozen-subscriber and concurrent print rows
     print_late_rounds: int = 1  # print again after the subshell benchmarks (0: skip)
-    interrupt_rounds: int = 2
+    print_timeout: float = 30.0  # a print cell that takes longer is an error
+    interrupt_rounds: int = 3
     interrupt_delay: float = 0.5  # seconds between sending the cell and SIGINT
-    interrupt_timeout: float = 5.0  # after this, the interrupt counts as "never"
+    interrupt_timeout: float = 3.0  # after this, the interrupt counts as "never"
     timeout: float = 10.0  # timeout for a single reply; long operations add to it
 
 
@@ -187,7 +202,9 @@ class Kernel:
     def start(self, timeout: float = 30.0) -> float:
         """Launch the kernel; return seconds from launch to the first kernel_info_reply."""
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        if self.name in KERNEL_ARGV:  # ours runs from the repository; peers from their venvs
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
         self._log = open(self.log_path, "ab")
         start = time.perf_counter()
@@ -367,7 +384,7 @@ class Kernel:
                 "buffers": frames[i + 6:]}
 
     def _file(self, channel: str, msg: dict) -> None:
-        parent_id = msg["parent_header"].get("msg_id")
+        parent_id = (msg["parent_header"] or {}).get("msg_id")  # xeus sends null for none
         if channel != "iopub":
             self.replies[parent_id] = msg
             return
@@ -489,7 +506,7 @@ def bench_pipeline(k: Kernel, cfg: Config) -> dict:
         if i % 64 == 63:
             k.pump(0)  # keep our receive queues short while sending
     pending = set(ids)
-    k.wait_until(lambda: pending <= k.replies.keys(), cfg.timeout + cfg.pipeline_n / 100,
+    k.wait_until(lambda: pending <= k.replies.keys(), cfg.timeout + cfg.pipeline_n / 500,
                  f"{cfg.pipeline_n} execute_replies")
     elapsed = time.perf_counter() - start
     bad = [i for i in ids if k.replies[i]["content"].get("status") != "ok"]
@@ -549,7 +566,8 @@ def sample_while_parent_busy(k: Kernel, parent_code: str, probe: Callable[[], fl
                              cfg: Config) -> list[float]:
     """Run ``parent_code`` on the main shell and call ``probe`` back to back while it runs.
 
-    A probe during which the parent finished is discarded.
+    A probe during which the parent finished is discarded; if that was the first
+    one (the kernel answers only once the parent is done), the result is ``never``.
     """
     parent = k.submit(parent_code)
     k.wait_until(lambda: k.started(parent), cfg.timeout, "parent cell to start")
@@ -560,9 +578,7 @@ def sample_while_parent_busy(k: Kernel, parent_code: str, probe: Callable[[], fl
             break
         samples.append(sample)
     k.finish(parent, cfg.timeout + cfg.busy_seconds)
-    if not samples:
-        raise BenchError("no probe completed while the parent cell was busy")
-    return samples
+    return samples or [NEVER]
 
 
 def sleep_cell(seconds: float) -> str:
@@ -595,6 +611,25 @@ def bench_subshell_during_sleep(k: Kernel, cfg: Config) -> dict:
 
 def bench_subshell_during_spin(k: Kernel, cfg: Config) -> dict:
     return _subshell_execute_while(k, cfg, spin_cell(cfg.busy_seconds), "subshell_rtt_spin")
+
+
+def bench_control(k: Kernel, cfg: Config) -> dict:
+    """control kernel_info round trips: idle, then while the parent runs a CPU loop.
+
+    A kernel that answers control only once the parent's cell ended gets ``never``
+    for the busy row.
+    """
+
+    def probe() -> float:
+        start = time.perf_counter()
+        k.request("control", "kernel_info_request", timeout=cfg.timeout + cfg.busy_seconds)
+        return ms_since(start)
+
+    for _ in range(cfg.rtt_warmup):
+        probe()
+    idle = [probe() for _ in range(cfg.rtt_per_round)]
+    busy = sample_while_parent_busy(k, spin_cell(cfg.busy_seconds), probe, cfg)
+    return {"control_rtt": idle, "control_rtt_spin": busy}
 
 
 def bench_concurrent(k: Kernel, cfg: Config) -> dict:
@@ -666,7 +701,7 @@ def bench_comm(k: Kernel, cfg: Config) -> dict:
 def bench_print(k: Kernel, cfg: Config) -> dict:
     n = cfg.print_lines
     start = time.perf_counter()
-    reply, iopub = k.finish(k.submit(f"for i in range({n}):\n    print(i)"), cfg.timeout * 6)
+    reply, iopub = k.finish(k.submit(f"for i in range({n}):\n    print(i)"), cfg.print_timeout)
     elapsed = time.perf_counter() - start
     if reply["content"].get("status") != "ok":
         raise BenchError(f"cell failed: {reply['content'].get('ename')}")
@@ -693,7 +728,7 @@ def bench_print_concurrent(k: Kernel, cfg: Config) -> dict:
         start = time.perf_counter()
         ids = {tag: k.submit(f"for i in range({n}):\n    print('{tag}', i)", subshell_id=sid)
                for tag, sid in zip("PABCD", [None, *subshells])}
-        finished = {tag: k.finish(msg_id, cfg.timeout * 6) for tag, msg_id in ids.items()}
+        finished = {tag: k.finish(msg_id, cfg.print_timeout) for tag, msg_id in ids.items()}
         elapsed = time.perf_counter() - start
     finally:
         k.delete_subshells(subshells)
@@ -747,6 +782,7 @@ INTERRUPT_CELLS = {
 INTERRUPT_SUBSHELL_CELLS = {
     "interrupt_subshell_sleep": "import time\ntime.sleep(30)",
     "interrupt_subshell_spin": "while True:\n    pass",
+    "interrupt_subshell_async": "import asyncio\nawait asyncio.sleep(30)",
 }
 TRIO_CELL = "import trio\nawait trio.sleep(30)"
 
@@ -774,13 +810,15 @@ def time_interrupt(k: Kernel, cfg: Config, key: str, code: str,
 
 
 def bench_interrupt(k: Kernel, cfg: Config) -> dict:
-    out = {key: time_interrupt(k, cfg, key, code) for key, code in INTERRUPT_CELLS.items()}
-    if k.supports_subshells:
-        for key, code in INTERRUPT_SUBSHELL_CELLS.items():
-            subshell_id = k.create_subshell()
-            out[key] = time_interrupt(k, cfg, key, code, subshell_id)
-            if out[key] != NEVER:
-                k.delete_subshells([subshell_id])  # after a restart it is gone anyway
+    out: dict = {key: time_interrupt(k, cfg, key, code) for key, code in INTERRUPT_CELLS.items()}
+    for key, code in INTERRUPT_SUBSHELL_CELLS.items():
+        if not k.supports_subshells:
+            out[key] = NotSupported("'kernel subshells' not in supported_features")
+            continue
+        subshell_id = k.create_subshell()
+        out[key] = time_interrupt(k, cfg, key, code, subshell_id)
+        if out[key] != NEVER:
+            k.delete_subshells([subshell_id])  # after a restart it is gone anyway
     return out
 
 
@@ -789,6 +827,8 @@ def bench_interrupt_trio(k: Kernel, cfg: Config) -> dict:
     IPython's ``%autoawait trio`` (which runs each cell in ``trio.run``)."""
     variant = TRIO_VARIANT.get(k.name)
     if variant is None:
+        if k.execute("import trio", check=False)["content"].get("status") != "ok":
+            raise NotSupported("trio is not installed beside this kernel")
         k.execute("%autoawait trio")
         try:
             return {"interrupt_trio": time_interrupt(k, cfg, "interrupt_trio", TRIO_CELL)}
@@ -816,6 +856,7 @@ class Row:
     title: str
     unit: str
     better: str = "lower"  # or "higher"
+    bounds: str = ""  # a floor row: the key of the kernel row it is a floor of
 
 
 @dataclass(frozen=True)
@@ -824,6 +865,19 @@ class Bench:
     func: Callable[[Kernel, Config], dict]
     rows: tuple[Row, ...]
     rounds: int
+    #: measured once per round, after the kernels: what the machine costs by itself
+    floor: Callable[[Config], dict] | None = None
+    floor_rows: tuple[Row, ...] = ()
+
+
+def floor_execute(cfg: Config) -> dict:
+    return {"floor_zmq_rtt": floors.zmq_rtt(cfg.rtt_warmup, cfg.rtt_per_round),
+            "floor_run_cell": floors.run_cell(cfg.rtt_warmup, cfg.rtt_per_round)}
+
+
+def floor_startup(cfg: Config) -> dict:
+    return {"floor_python": floors.python_startup(),
+            "floor_ipython": floors.ipython_startup()}
 
 
 def plan(cfg: Config) -> list[Bench]:
@@ -835,9 +889,18 @@ def plan(cfg: Config) -> list[Bench]:
 
     benches = [
         Bench("startup", bench_startup,
-              (Row("startup", "startup: launch -> kernel_info_reply", "s"),), cfg.startups),
+              (Row("startup", "startup: launch -> kernel_info_reply", "s"),), cfg.startups,
+              floor_startup,
+              (Row("floor_python", "python -c pass: launch -> exit", "s", bounds="startup"),
+               Row("floor_ipython", "import zmq, IPython; InteractiveShell(): launch -> exit",
+                   "s", bounds="startup"))),
         Bench("execute", bench_execute_rtt,
-              (Row("execute_rtt", "execute `pass` rtt (reply+idle)", "ms"),), cfg.rtt_rounds),
+              (Row("execute_rtt", "execute `pass` rtt (reply+idle)", "ms"),), cfg.rtt_rounds,
+              floor_execute,
+              (Row("floor_zmq_rtt", "zmq DEALER/ROUTER echo rtt, tcp loopback", "ms",
+                   bounds="execute_rtt"),
+               Row("floor_run_cell", "bare InteractiveShell.run_cell('pass')", "ms",
+                   bounds="execute_rtt"))),
         Bench("pipeline", bench_pipeline,
               (Row("pipeline", f"pipelined {cfg.pipeline_n} x `pass`", "msg/s", "higher"),),
               cfg.pipeline_rounds),
@@ -857,6 +920,10 @@ def plan(cfg: Config) -> list[Bench]:
         Bench("subshell-spin", bench_subshell_during_spin,
               (Row("subshell_rtt_spin", f"subshell `pass` rtt, parent CPU loop {busy}", "ms"),),
               cfg.busy_rounds),
+        Bench("control", bench_control,
+              (Row("control_rtt", "control kernel_info rtt, idle", "ms"),
+               Row("control_rtt_spin", f"control kernel_info rtt, parent CPU loop {busy}",
+                   "ms")), cfg.busy_rounds),
         Bench("concurrent", bench_concurrent,
               tuple(Row(f"concurrent_{n}", f"{n:>2} subshells x sleep(1): wall", "s")
                     for n in cfg.concurrent_ns), cfg.concurrent_rounds),
@@ -867,11 +934,11 @@ def plan(cfg: Config) -> list[Bench]:
         Bench("print-frozen", bench_print_frozen,
               (Row("print_frozen",
                    f"{cfg.print_lines} x print(i), a 2nd subscriber frozen", "s"),),
-              cfg.print_rounds),
+              cfg.print_variant_rounds),
         Bench("print-concurrent", bench_print_concurrent,
               (Row("print_concurrent",
                    f"parent + 4 subshells x {cfg.print_lines // 5} print(i) at once, verified",
-                   "s"),), cfg.print_rounds),
+                   "s"),), cfg.print_variant_rounds),
         Bench("print-late", bench_print_late,
               (Row("print_late", f"{cfg.print_lines} x print(i), after subshell rows", "s"),),
               cfg.print_late_rounds),
@@ -880,7 +947,9 @@ def plan(cfg: Config) -> list[Bench]:
                Row("interrupt_spin", "interrupt: while True: pass", "s"),
                Row("interrupt_async", "interrupt: await asyncio.sleep(30)", "s"),
                Row("interrupt_subshell_sleep", "interrupt: time.sleep(30) in a subshell", "s"),
-               Row("interrupt_subshell_spin", "interrupt: while True: pass in a subshell", "s")),
+               Row("interrupt_subshell_spin", "interrupt: while True: pass in a subshell", "s"),
+               Row("interrupt_subshell_async", "interrupt: await asyncio.sleep(30) in a subshell",
+                   "s")),
               cfg.interrupt_rounds),
         Bench("interrupt-trio", bench_interrupt_trio,
               (Row("interrupt_trio", "interrupt: await trio.sleep(30)", "s"),),
@@ -929,8 +998,18 @@ def where(exc: BaseException) -> str:
 
 
 def run_bench(bench: Bench, kernels: list[Kernel], cfg: Config, dead: dict[str, str]) -> dict:
-    """Run all rounds of one benchmark, alternating kernels; return {row_key: {label: result}}."""
+    """Run all rounds of one benchmark, alternating kernels; return {row_key: {label: result}}.
+
+    A bench function returns samples per row key, or a ``NotSupported`` (not raised)
+    for a row the kernel cannot do while it does the others.
+
+    The bench's floor, if any, is measured once per round after the kernels, under the
+    label ``floor``.
+    """
     samples: dict[str, dict[str, list[float]]] = {k.label: defaultdict(list) for k in kernels}
+    not_applicable: dict[str, dict[str, str]] = defaultdict(dict)  # label -> {row key: why}
+    floor_samples: dict[str, list[float]] = defaultdict(list)
+    floor_error = ""
     outcome: dict[str, dict] = {}  # label -> n/a or error result, once one happened
     for k in kernels:
         if k.label in dead and bench.name != "startup":
@@ -942,7 +1021,10 @@ def run_bench(bench: Bench, kernels: list[Kernel], cfg: Config, dead: dict[str, 
                 continue
             try:
                 for key, value in bench.func(k, cfg).items():
-                    samples[k.label][key].extend(value if isinstance(value, list) else [value])
+                    if isinstance(value, NotSupported):  # this row only
+                        not_applicable[k.label][key] = str(value)
+                    else:
+                        samples[k.label][key].extend(value if isinstance(value, list) else [value])
             except NotSupported as e:
                 outcome[k.label] = {"status": "n/a", "reason": str(e)}
                 print(f"    [{k.label}] n/a: {e}", flush=True)
@@ -959,6 +1041,13 @@ def run_bench(bench: Bench, kernels: list[Kernel], cfg: Config, dead: dict[str, 
             finally:
                 if k.label not in dead and bench.name != "startup":
                     k.reset()
+        if bench.floor is not None and not floor_error:
+            try:
+                for key, value in bench.floor(cfg).items():
+                    floor_samples[key].extend(value if isinstance(value, list) else [value])
+            except Exception as e:
+                floor_error = f"{type(e).__name__}: {e}"
+                print(f"    [floor] ERROR: {floor_error}", flush=True)
 
     results: dict[str, dict] = {}
     for row in bench.rows:
@@ -968,20 +1057,45 @@ def run_bench(bench: Bench, kernels: list[Kernel], cfg: Config, dead: dict[str, 
                 results[row.key][k.label] = outcome[k.label]
             elif samples[k.label].get(row.key):
                 results[row.key][k.label] = {"status": "ok", **summarize(samples[k.label][row.key])}
+            elif row.key in not_applicable[k.label]:
+                results[row.key][k.label] = {"status": "n/a",
+                                             "reason": not_applicable[k.label][row.key]}
             else:
                 results[row.key][k.label] = {"status": "error", "error": "no samples"}
+    for row in bench.floor_rows:
+        if floor_samples.get(row.key):
+            results[row.key] = {"floor": {"status": "ok", **summarize(floor_samples[row.key])}}
+        else:
+            results[row.key] = {"floor": {"status": "error", "error": floor_error or "no samples"}}
     return results
 
 
-def ratio(row_results: dict, labels: list[str]) -> float | None:
+def _usable(result: dict | None) -> bool:
+    return bool(result) and result.get("status") == "ok" and result["median"] != NEVER
+
+
+def ratios(row_results: dict, labels: list[str], better: str) -> dict:
+    """Ours (the first label) against the best of the others and against ipykernel.
+
+    ``vs_best`` and ``vs_ipykernel`` are ratios of medians (None where a figure is
+    missing or ``never``); ``best`` is the label of the best other kernel.
+    """
+    out = {"best": None, "vs_best": None, "vs_ipykernel": None}
     if len(labels) < 2:
-        return None
-    a, b = (row_results.get(label, {}) for label in labels[:2])
-    if a.get("status") != "ok" or b.get("status") != "ok":
-        return None
-    if NEVER in (a["median"], b["median"]) or b["median"] == 0:
-        return None
-    return a["median"] / b["median"]
+        return out
+    ours = row_results.get(labels[0])
+    others = {label: row_results[label] for label in labels[1:]
+              if _usable(row_results.get(label))}
+    if others:
+        pick = max if better == "higher" else min
+        out["best"] = pick(others, key=lambda label: others[label]["median"])
+    if not _usable(ours):
+        return out
+    ipykernel = LABELS[IPYKERNEL]
+    for key, label in (("vs_best", out["best"]), ("vs_ipykernel", ipykernel)):
+        if label in others and others[label]["median"] != 0:
+            out[key] = ours["median"] / others[label]["median"]
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -1016,30 +1130,11 @@ def fmt_cell(result: dict | None, field: str) -> str:
     return fmt_number(result[field])
 
 
-def print_table(rows: list[dict], labels: list[str]) -> None:
-    """Columns: row, unit, medians, ratio A/B, p90s, p99s; A/B stand for the kernels."""
-    letters = "AB"[: len(labels)]
-    print()
-    for letter, label in zip(letters, labels):
-        role = ("ours", "baseline")[letters.index(letter)] if len(labels) > 1 else ""
-        print(f"{letter} = {label}" + (f" ({role})" if role else ""))
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
-    columns = ["row", "unit", *(f"{x} med" for x in letters)]
-    if len(labels) > 1:
-        columns.append("A/B")
-    for field in ("p90", "p99"):
-        columns += [f"{x} {field}" for x in letters]
 
-    table = []
-    for row in rows:
-        cells = [row["title"], row["unit"]]
-        cells += [fmt_cell(row["results"].get(label), "median") for label in labels]
-        if len(labels) > 1:
-            cells.append("-" if row["ratio"] is None else f"{row['ratio']:.2f}")
-        for field in ("p90", "p99"):
-            cells += [fmt_cell(row["results"].get(label), field) for label in labels]
-        table.append(cells)
-
+def render(columns: list[str], table: list[list[str]]) -> None:
     widths = [max(len(r[i]) for r in [columns, *table]) for i in range(len(columns))]
 
     def line(cells: list[str]) -> str:
@@ -1050,6 +1145,58 @@ def print_table(rows: list[dict], labels: list[str]) -> None:
     print("\n" + header + "\n" + "-" * len(header))
     for cells in table:
         print(line(cells))
+
+
+def print_table(rows: list[dict], labels: list[str]) -> None:
+    """Medians of every kernel side by side with ours / best other and ours / ipykernel;
+    then p90 and p99; then the floors next to the rows they bound."""
+    kernel_rows = [r for r in rows if not r.get("bounds")]
+    floor_rows = [r for r in rows if r.get("bounds")]
+    compare = len(labels) > 1
+    has_ipykernel = LABELS[IPYKERNEL] in labels[1:]
+    print()
+    print("ours = " + labels[0] + ("; others: " + ", ".join(labels[1:]) if compare else ""))
+
+    columns = ["row", "unit", *labels]
+    if compare:
+        columns += ["ours/best", "best"] + (["ours/ipyk"] if has_ipykernel else [])
+    table = []
+    for row in kernel_rows:
+        cells = [row["title"], row["unit"]]
+        cells += [fmt_cell(row["results"].get(label), "median") for label in labels]
+        if compare:
+            r = row["ratios"]
+            cells += [fmt_ratio(r["vs_best"]), r["best"] or "-"]
+            if has_ipykernel:
+                cells.append(fmt_ratio(r["vs_ipykernel"]))
+        table.append(cells)
+    print("\nmedians")
+    render(columns, table)
+
+    spread = [r for r in kernel_rows
+              if any(res.get("status") == "ok" and res["n"] >= 10
+                     for res in r["results"].values())]
+    if spread:
+        print("\np90 / p99 (rows with >= 10 samples)")
+        render(["row", "unit", *labels],
+               [[r["title"], r["unit"], *(
+                   f"{fmt_cell(r['results'].get(label), 'p90')} / "
+                   f"{fmt_cell(r['results'].get(label), 'p99')}"
+                   if r["results"].get(label, {}).get("status") == "ok"
+                   else fmt_cell(r["results"].get(label), "p90")
+                   for label in labels)] for r in spread])
+
+    if floor_rows:
+        by_key = {r["key"]: r for r in kernel_rows}
+        print("\nfloors: what this machine costs without a kernel, in this run (medians)")
+        table = []
+        for row in floor_rows:
+            floor = row["results"]["floor"]
+            bounded = by_key.get(row["bounds"], {}).get("results", {}).get(labels[0])
+            ours = fmt_cell(bounded, "median") if bounded else "-"
+            table.append([row["title"], row["unit"], fmt_cell(floor, "median"),
+                          f"{by_key.get(row['bounds'], {}).get('title', row['bounds'])}", ours])
+        render(["floor", "unit", "floor", "bounds the row", "ours"], table)
 
     # Rows that were not measured, grouped by kernel and reason.
     notes: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -1062,9 +1209,10 @@ def print_table(rows: list[dict], labels: list[str]) -> None:
         print("\nnot measured:")
         for (label, why), titles in notes.items():
             print(f"  [{label}] {why}\n      rows: {'; '.join(titles)}")
-    print("\nmed = median; p90/p99 shown only with >= 10 samples", end="")
-    if len(labels) > 1:
-        print("; A/B = ratio of medians (msg/s: higher is better, otherwise lower is better)")
+    print("\nmed = median; never = no reply within the timeout", end="")
+    if compare:
+        print("; ours/best = ours / the best other kernel's median (msg/s: higher is better, "
+              "otherwise lower is better)")
     else:
         print()
 
@@ -1087,20 +1235,24 @@ def jsonable(value):
 
 def make_spec_manager(names: list[str], directory: Path) -> KernelSpecManager:
     """A KernelSpecManager that sees only our temporary kernelspecs (plus installed ones
-    for names we do not know how to launch)."""
+    for names we do not know how to launch). Peers are installed on first use."""
     kernels_dir = directory / "kernels"
     names = [*names, *(TRIO_VARIANT[n] for n in names if n in TRIO_VARIANT)]
-    for name in set(names) & KERNEL_ARGV.keys():
+    known = KERNEL_ARGV.keys() | peers.PEERS.keys()
+    for name in set(names) & known:
+        if name in peers.PEERS:
+            spec = peers.kernelspec(name)
+        else:
+            spec = {
+                "argv": KERNEL_ARGV[name],
+                "display_name": f"{name} (benchmark)",
+                "language": "python",
+                "interrupt_mode": "signal",
+            }
         spec_dir = kernels_dir / name
         spec_dir.mkdir(parents=True, exist_ok=True)
-        spec = {
-            "argv": KERNEL_ARGV[name],
-            "display_name": f"{name} (benchmark)",
-            "language": "python",
-            "interrupt_mode": "signal",
-        }
         (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
-    if set(names) <= KERNEL_ARGV.keys():
+    if set(names) <= known:
         return KernelSpecManager(kernel_dirs=[str(kernels_dir)], ensure_native_kernel=False)
     return KernelSpecManager(kernel_dirs=[str(kernels_dir), *KernelSpecManager().kernel_dirs])
 
@@ -1112,21 +1264,38 @@ def spec_argv(k: Kernel) -> list[str] | None:
         return None
 
 
+def versions(name: str) -> dict[str, str]:
+    """What each kernel is, as installed: printed, and kept in the JSON."""
+    if name in peers.PEERS:
+        return peers.installed_versions(name)
+    import importlib.metadata as metadata
+
+    packages = {"python3": ("ipykernel", "ipython", "pyzmq"),
+                "subshell": ("ipython", "pyzmq", "anyio")}.get(name, ())
+    out = {}
+    for package in packages:
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
 def unique_labels(names: list[str]) -> list[str]:
     labels = []
     for name in names:
-        label, n = name, 1
+        label, n = LABELS.get(name, name), 1
         while label in labels:
             n += 1
-            label = f"{name}#{n}"
+            label = f"{LABELS.get(name, name)}#{n}"
         labels.append(label)
     return labels
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds (about 40 s)")
-    parser.add_argument("--kernels", default="subshell,python3",
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (about 3 minutes)")
+    parser.add_argument("--kernels", default=",".join(DEFAULT_KERNELS),
                         help="comma-separated kernelspec names, ours first (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=HERE / "results.json",
                         help="JSON results file (default: benchmarks/results.json)")
@@ -1137,8 +1306,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              + ", ".join(b.name for b in plan(DEFAULT)))
     args = parser.parse_args(argv)
     args.kernel_names = [n.strip() for n in args.kernels.split(",") if n.strip()]
-    if not 1 <= len(args.kernel_names) <= 2:
-        parser.error("--kernels takes one or two kernelspec names")
+    if not args.kernel_names:
+        parser.error("--kernels takes at least one kernelspec name")
     return args
 
 
@@ -1164,12 +1333,14 @@ def main(argv: list[str] | None = None) -> int:
         spec_manager = make_spec_manager(args.kernel_names, workdir)
         kernels = [Kernel(name, label, spec_manager, workdir)
                    for name, label in zip(args.kernel_names, labels)]
+        installed = {k.label: versions(k.name) for k in kernels}
         dead: dict[str, str] = {}  # label -> why its long-lived kernel is unusable
         try:
             for k in kernels:
                 try:
                     k.start()
-                    print(f"{k.label}: {k.implementation}, pid {k.pid}, "
+                    pins = ", ".join(f"{p} {v}" for p, v in installed[k.label].items())
+                    print(f"{k.label}: {k.implementation} ({pins}), pid {k.pid}, "
                           f"subshells: {'yes' if k.supports_subshells else 'no'}", flush=True)
                 except Exception as e:
                     dead[k.label] = f"kernel failed to start: {e}"
@@ -1183,9 +1354,9 @@ def main(argv: list[str] | None = None) -> int:
                 bench_start = time.perf_counter()
                 results = run_bench(bench, kernels, cfg, dead)
                 print(f"   {time.perf_counter() - bench_start:.1f} s", flush=True)
-                for row in bench.rows:
+                for row in (*bench.rows, *bench.floor_rows):
                     rows.append({**row.__dict__, "results": results[row.key],
-                                 "ratio": ratio(results[row.key], labels)})
+                                 "ratios": ratios(results[row.key], labels, row.better)})
         except KeyboardInterrupt:
             print("\ninterrupted; reporting what was measured", file=sys.stderr)
         finally:
@@ -1209,11 +1380,12 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_after": os.getloadavg(),
             "jupyter_client": jupyter_client.__version__,
             "pyzmq": zmq.__version__,
-            "ratio": f"{labels[0]} / {labels[1]}" if len(labels) > 1 else None,
+            "ours": labels[0],
             "client_decoder": args.client,
         },
         "kernels": [
-            {"label": k.label, "kernelspec": k.name, "argv": spec_argv(k), "kernel_info": k.info}
+            {"label": k.label, "kernelspec": k.name, "argv": spec_argv(k),
+             "versions": installed[k.label], "kernel_info": k.info}
             for k in kernels
         ],
         "rows": rows,
