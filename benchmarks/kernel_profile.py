@@ -25,6 +25,7 @@ import argparse
 import collections
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -141,7 +142,8 @@ def main() -> int:
                 k.wait_until(lambda: k.started(parent), 10, "parent cell to start")
             spy = None
             if args.py_spy:
-                spy = subprocess.Popen(["py-spy", "record", "-p", str(k.pid), "-r", "2000",
+                py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+                spy = subprocess.Popen([py_spy, "record", "-p", str(k.pid), "-r", "2000",
                                         "-f", "raw", "-o", str(args.py_spy), "--threads",
                                         "--nonblocking"], stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)

@@ -69,6 +69,9 @@ DEFAULT_KERNELS = ("subshell", "python3", *peers.PEERS)
 LABELS = {"subshell": "ours", "python3": "ipykernel",
           **{name: peer.label for name, peer in peers.PEERS.items()}}
 IPYKERNEL = "python3"
+#: ``subshell@DIR``: our kernel from another source tree (a checkout of an older
+#: commit), to compare two versions in one run under the same noise
+OTHER_TREE = "subshell@"
 
 NEVER = float("inf")  # an interrupt that did not produce a reply in time
 DELIM = b"<IDS|MSG>"
@@ -187,7 +190,7 @@ class Kernel:
         self.spec_manager = spec_manager
         self.workdir = workdir
         stem = workdir / f"{label.replace('/', '_')}-{uuid.uuid4().hex[:8]}"
-        self.km = KernelManager(kernel_name=name, kernel_spec_manager=spec_manager,
+        self.km = KernelManager(kernel_name=spec_name(name), kernel_spec_manager=spec_manager,
                                 connection_file=f"{stem}.json")
         self.context = zmq.Context.instance()
         self.sockets: dict[str, zmq.Socket] = {}
@@ -202,9 +205,10 @@ class Kernel:
     def start(self, timeout: float = 30.0) -> float:
         """Launch the kernel; return seconds from launch to the first kernel_info_reply."""
         env = dict(os.environ)
-        if self.name in KERNEL_ARGV:  # ours runs from the repository; peers from their venvs
-            env["PYTHONPATH"] = os.pathsep.join(
-                filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        if self.name in KERNEL_ARGV or self.name.startswith(OTHER_TREE):
+            # ours runs from the repository (or the tree named); peers from their venvs
+            root = self.name.partition("@")[2] or REPO_ROOT
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
         env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
         self._log = open(self.log_path, "ab")
         start = time.perf_counter()
@@ -1233,33 +1237,38 @@ def jsonable(value):
 # --------------------------------------------------------------------------
 
 
+def spec_name(name: str) -> str:
+    """A kernelspec directory name for ``name`` (``subshell@/some/dir`` included)."""
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in name.lower())
+
+
 def make_spec_manager(names: list[str], directory: Path) -> KernelSpecManager:
     """A KernelSpecManager that sees only our temporary kernelspecs (plus installed ones
     for names we do not know how to launch). Peers are installed on first use."""
     kernels_dir = directory / "kernels"
     names = [*names, *(TRIO_VARIANT[n] for n in names if n in TRIO_VARIANT)]
     known = KERNEL_ARGV.keys() | peers.PEERS.keys()
-    for name in set(names) & known:
+    for name in {n for n in names if n in known or n.startswith(OTHER_TREE)}:
         if name in peers.PEERS:
             spec = peers.kernelspec(name)
         else:
             spec = {
-                "argv": KERNEL_ARGV[name],
+                "argv": KERNEL_ARGV[name.partition("@")[0]],
                 "display_name": f"{name} (benchmark)",
                 "language": "python",
                 "interrupt_mode": "signal",
             }
-        spec_dir = kernels_dir / name
+        spec_dir = kernels_dir / spec_name(name)
         spec_dir.mkdir(parents=True, exist_ok=True)
         (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
-    if set(names) <= known:
+    if all(n in known or n.startswith(OTHER_TREE) for n in names):
         return KernelSpecManager(kernel_dirs=[str(kernels_dir)], ensure_native_kernel=False)
     return KernelSpecManager(kernel_dirs=[str(kernels_dir), *KernelSpecManager().kernel_dirs])
 
 
 def spec_argv(k: Kernel) -> list[str] | None:
     try:
-        return k.spec_manager.get_kernel_spec(k.name).argv
+        return k.spec_manager.get_kernel_spec(spec_name(k.name)).argv
     except Exception:
         return None
 
@@ -1284,6 +1293,8 @@ def versions(name: str) -> dict[str, str]:
 def unique_labels(names: list[str]) -> list[str]:
     labels = []
     for name in names:
+        if name.startswith(OTHER_TREE):
+            name = "ours@" + Path(name.partition("@")[2]).name
         label, n = LABELS.get(name, name), 1
         while label in labels:
             n += 1
