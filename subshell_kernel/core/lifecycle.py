@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 
 
 class Phase(enum.Enum):
+    #: members are singletons: hash by identity, in C (``Enum.__hash__`` is a Python
+    #: call, three per message through ``TRANSITIONS``)
+    __hash__ = object.__hash__
+
     RECEIVED = "received"
     BUSY = "busy"
     REPLIED = "replied"

@@ -18,7 +18,7 @@ import zmq
 
 from ..core.lifecycle import Cycle, Outbox
 from ..core.protocol import Codec, Message, ProtocolError
-from .sockets import send_frames
+from .sockets import recv_frames, send_frames
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Control:
                         self._on_quiet()
                     except Exception:
                         log.exception("warm-up failed")
-                frames = self.socket.recv_multipart()
+                frames = recv_frames(self.socket)
             except zmq.ZMQError as e:  # ETERM at shutdown: the owner closes its socket
                 log.debug("control thread ends: %s", e)
                 self.socket.close(linger=500)
