@@ -30,10 +30,15 @@ def install(
     prefix: str | None = None,
 ) -> str:
     """Install the kernelspec; returns the directory it was written to."""
+    return install_spec(kernel_json(display_name), name, user=user, prefix=prefix)
+
+
+def install_spec(spec: dict, name: str, user: bool = False, prefix: str | None = None) -> str:
+    """Install ``spec`` as the kernelspec ``name``; returns its directory."""
     from jupyter_client.kernelspec import KernelSpecManager  # not at import: it loads Tornado
 
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "kernel.json").write_text(json.dumps(kernel_json(display_name), indent=1))
+        (Path(tmp) / "kernel.json").write_text(json.dumps(spec, indent=1))
         return KernelSpecManager().install_kernel_spec(
             tmp, kernel_name=name, user=user, prefix=prefix
         )

@@ -13,22 +13,17 @@ with the kernelspecs the conftest writes into a private JUPYTER_PATH.
 from __future__ import annotations
 
 import base64
-import json
-import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
 import pytest
+
+from .jupyter_servers import Server, WsClient, stdout
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -368,147 +363,12 @@ def test_nbconvert_execute(tmp_path):
 
 
 # -- jupyter_server: kernel REST and websocket API -------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, tmp: Path):
-        self.port = _free_port()
-        self.token = uuid.uuid4().hex
-        self.base = f"http://127.0.0.1:{self.port}"
-        root = tmp / "root"
-        root.mkdir()
-        env = dict(os.environ)  # JUPYTER_PATH etc. from the conftest
-        env["JUPYTER_CONFIG_DIR"] = str(tmp / "config")
-        env["JUPYTER_DATA_DIR"] = str(tmp / "data")
-        self.log = open(tmp / "server.log", "w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
-             "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
-             "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
-             f"--ServerApp.root_dir={root}"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=root,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.request("GET", "/api/status")
-                break
-            except (urllib.error.URLError, ConnectionError, OSError) as e:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"jupyter server did not start:\n{self.output()}") from e
-                time.sleep(0.1)
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def request(self, method: str, path: str, body: dict | None = None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.base + path, data=data, method=method,
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            raw = resp.read()
-            return resp.status, (json.loads(raw) if raw else None)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.request("POST", "/api/shutdown")
-                self.proc.wait(timeout=15)
-            except Exception:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-        self.log.close()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     pytest.importorskip("jupyter_server")
     srv = Server(tmp_path_factory.mktemp("jupyter-server"))
     yield srv
     srv.close()
-
-
-class WsClient:
-    """The legacy JSON websocket protocol of jupyter_server, as JupyterLab speaks it."""
-
-    def __init__(self, server: Server, kernel_id: str):
-        websocket = pytest.importorskip("websocket")
-        self.session = uuid.uuid4().hex
-        url = (f"ws://127.0.0.1:{server.port}/api/kernels/{kernel_id}/channels"
-               f"?session_id={self.session}")
-        self.ws = websocket.create_connection(
-            url, timeout=30, header=[f"Authorization: token {server.token}"]
-        )
-        self.seen: list[dict] = []
-
-    def send(self, channel: str, msg_type: str, content: dict, subshell_id: str | None = None):
-        header = {
-            "msg_id": uuid.uuid4().hex, "msg_type": msg_type, "session": self.session,
-            "username": "eco-test", "version": "5.5",
-            "date": datetime.now(timezone.utc).isoformat(),
-        }
-        if subshell_id is not None:
-            header["subshell_id"] = subshell_id
-        self.ws.send(json.dumps({
-            "channel": channel, "header": header, "parent_header": {}, "metadata": {},
-            "content": content, "buffers": [],
-        }))
-        return header["msg_id"]
-
-    def until(self, predicate, timeout: float = 30) -> dict:
-        for msg in self.seen:
-            if predicate(msg):
-                return msg
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.ws.settimeout(max(0.1, deadline - time.monotonic()))
-            raw = self.ws.recv()
-            if isinstance(raw, bytes):  # a binary frame: only with buffers, not expected
-                continue
-            msg = json.loads(raw)
-            self.seen.append(msg)
-            if predicate(msg):
-                return msg
-        raise TimeoutError("message not received over the websocket")
-
-    def reply(self, msg_id: str, channel: str = "shell") -> dict:
-        return self.until(lambda m: m["channel"] == channel
-                          and m["parent_header"].get("msg_id") == msg_id)
-
-    def iopub(self, msg_id: str) -> list[dict]:
-        self.until(lambda m: m["channel"] == "iopub" and m["msg_type"] == "status"
-                   and m["parent_header"].get("msg_id") == msg_id
-                   and m["content"]["execution_state"] == "idle")
-        return [m for m in self.seen
-                if m["channel"] == "iopub" and m["parent_header"].get("msg_id") == msg_id]
-
-    def execute(self, code: str, subshell_id: str | None = None):
-        msg_id = self.send("shell", "execute_request",
-                           {"code": code, "silent": False, "store_history": True,
-                            "user_expressions": {}, "allow_stdin": False,
-                            "stop_on_error": True}, subshell_id)
-        reply = self.reply(msg_id)
-        return reply, self.iopub(msg_id)
-
-    def close(self) -> None:
-        self.ws.close()
-
-
-def _stdout(msgs: list[dict]) -> str:
-    return "".join(m["content"]["text"] for m in msgs
-                   if m["msg_type"] == "stream" and m["content"]["name"] == "stdout")
 
 
 def test_server_lists_kernelspec(server):
@@ -542,7 +402,7 @@ def test_server_kernel_rest_and_websocket(server):
         reply, msgs = ws.execute("print('hello over the websocket')\n6 * 7")
         assert reply["msg_type"] == "execute_reply"
         assert reply["content"]["status"] == "ok", reply["content"]
-        assert _stdout(msgs) == "hello over the websocket\n"
+        assert stdout(msgs) == "hello over the websocket\n"
         (res,) = [m for m in msgs if m["msg_type"] == "execute_result"]
         assert res["content"]["data"]["text/plain"] == "42"
         states = [m["content"]["execution_state"] for m in msgs if m["msg_type"] == "status"]
@@ -561,7 +421,7 @@ def test_server_kernel_rest_and_websocket(server):
         assert reply["content"]["status"] == "ok", reply["content"]
         assert reply["parent_header"]["subshell_id"] == sid
         assert all(m["parent_header"]["subshell_id"] == sid for m in msgs)
-        assert _stdout(msgs).startswith("in subshell subshell-"), _stdout(msgs)
+        assert stdout(msgs).startswith("in subshell subshell-"), stdout(msgs)
         # JEP 91: the subshell counts its own executions
         assert reply["content"]["execution_count"] == 1
 
