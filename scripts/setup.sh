@@ -7,7 +7,9 @@ PYTHON=${PYTHON:-python3}
 
 # Debian packages, each for the tests named beside it:
 #   chromium: tests/test_jupyterlab.py (JupyterLab in a real browser)
-SYSTEM_PACKAGES=(chromium)
+#   iproute2, openssh-server, openssh-client: tests/test_gateways.py (a second "host": a
+#     network namespace with its own address and an sshd, for the gateways' SSH launchers)
+SYSTEM_PACKAGES=(chromium iproute2 openssh-server openssh-client)
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

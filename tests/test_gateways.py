@@ -13,17 +13,22 @@
   and no process left behind; CurveZMQ and HMAC on the remote kernel's
   sockets, checked from outside.
 
-Both gateways are installed with the test extras (they sit beside
-jupyter_server 2 and jupyter_client 8 unchanged).  Enterprise Gateway 3.3
-needs an older stack (jupyter_client < 7, jupyter_server < 2) and is not run
-here; the launcher's Enterprise Gateway spelling is checked in
-tests/test_launcher.py.
+- **Enterprise Gateway 3.3** with its ``DistributedProcessProxy`` does the
+  same on the same host, with the launcher's ``--RemoteProcessProxy.*``
+  spelling: execute, a subshell, interrupt, delete.
+
+Kernel Gateway and gateway_provisioners are installed with the test extras
+(they sit beside jupyter_server 2 and jupyter_client 8 unchanged).
+Enterprise Gateway 3.3 needs an older stack (jupyter_client < 7,
+jupyter_server < 2, pyzmq < 25): it runs from a venv that the fixture makes
+from PyPI once and keeps in ``.cache/`` (about a minute the first time).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -387,3 +392,87 @@ def test_ssh_provisioner_restart_and_shutdown_leave_no_process(remote_kernel,
     assert not os.path.exists(after["connection_file"])
     # every launch's SSH session, launcher and kernel has ended
     assert _gone(remote_host.kernel_pids(), remote_host, timeout=10), remote_host.kernel_pids()
+
+
+# -- Enterprise Gateway 3.3 (in a venv of its own) ----------------------------------------------
+ENTERPRISE_GATEWAY = "jupyter_enterprise_gateway==3.3.0"
+VENV_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "enterprise-gateway-3.3.0"
+
+
+def enterprise_gateway_venv() -> Path:
+    """A venv with Enterprise Gateway, made once from PyPI and kept in .cache/
+    (gitignored): EG 3.3 pins jupyter_client < 7, jupyter_server < 2 and
+    pyzmq < 25, which cannot sit beside this kernel's stack.  The kernel on
+    the remote host still runs from this checkout's venv; only the server
+    runs from this one."""
+    import fcntl
+
+    ready = VENV_CACHE / "ready"
+    VENV_CACHE.parent.mkdir(exist_ok=True)
+    with open(VENV_CACHE.parent / "enterprise-gateway.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time
+        if not ready.exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV_CACHE)],
+                           check=True, capture_output=True, timeout=120)
+            pip = subprocess.run(
+                [str(VENV_CACHE / "bin" / "python"), "-m", "pip", "install", "-q",
+                 "--disable-pip-version-check", ENTERPRISE_GATEWAY],
+                capture_output=True, text=True, timeout=600)
+            if pip.returncode != 0:
+                skip_unless_strict(f"cannot install {ENTERPRISE_GATEWAY}: {pip.stderr[-2000:]}")
+            ready.write_text(ENTERPRISE_GATEWAY)
+    return VENV_CACHE
+
+
+@pytest.fixture(scope="module")
+def enterprise_gateway(remote_host, tmp_path_factory):
+    venv = enterprise_gateway_venv()
+    tmp = tmp_path_factory.mktemp("enterprise-gateway")
+    spec = distributed_spec("enterprise", [remote_host.ip], python=sys.executable,
+                            display_name="subshell on the remote host (EG)")
+    spec["env"] = {"IPYTHONDIR": str(tmp / "remote-ipython")}
+    (tmp / "jupyter" / "kernels" / "subshell-eg").mkdir(parents=True)
+    (tmp / "jupyter" / "kernels" / "subshell-eg" / "kernel.json").write_text(json.dumps(spec))
+
+    def argv(port, token, root):
+        return [str(venv / "bin" / "jupyter-enterprisegateway"), "--ip=127.0.0.1",
+                f"--port={port}", "--port_retries=0",
+                f"--EnterpriseGatewayApp.auth_token={token}"]
+
+    env = {
+        "HOME": str(remote_host.home), "JUPYTER_PATH": str(tmp / "jupyter"),
+        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+        "EG_RESPONSE_IP": remote_host.host_ip,
+        "EG_RESPONSE_PORT": str(free_port(remote_host.host_ip)),
+        "EG_REMOTE_USER": "root", "EG_UNAUTHORIZED_USERS": "nobody-at-all",
+        "EG_PORT_RANGE": f"{PORT_RANGE[0]}..{PORT_RANGE[1]}", "EG_KERNEL_LOG_DIR": str(tmp),
+    }
+    server = Server(tmp, argv, name="enterprise-gateway", env=env)
+    server.tmp = tmp
+    yield server
+    server.close()
+
+
+def test_enterprise_gateway_runs_the_kernel_on_the_remote_host(enterprise_gateway, remote_host):
+    gateway = enterprise_gateway
+    try:
+        kid = gateway.start_kernel("subshell-eg", timeout=90)
+    except Exception:
+        pytest.fail(f"launch failed:\n{gateway.output()[-4000:]}\n{remote_logs(gateway)}")
+    ws = WsClient(gateway, kid)
+    try:
+        where = whereabouts(ws)
+        assert where["netns"] != os.readlink("/proc/self/ns/net")
+        assert {where["pid"], where["ppid"]} <= remote_host.kernel_pids()
+        subshell_while_parent_busy(ws, seconds=2)
+        busy = ws.submit("import time\ntime.sleep(60)")
+        started(ws, busy)
+        status, _ = gateway.request("POST", f"/api/kernels/{kid}/interrupt")
+        assert status == 204
+        assert ws.reply(busy, timeout=30)["content"]["ename"] == "KeyboardInterrupt"
+    finally:
+        ws.close()
+    status, _ = gateway.request("DELETE", f"/api/kernels/{kid}", timeout=60)
+    assert status == 204
+    assert _gone({where["pid"], where["ppid"]}, remote_host), remote_host.kernel_pids()
+    assert not os.path.exists(where["connection_file"])

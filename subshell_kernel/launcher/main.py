@@ -11,7 +11,7 @@ keys when encryption is asked for), start ``python -m subshell_kernel -f
 FILE`` as a child, send the connection info (with the kernel's pid, the
 process group and the communication port) encrypted to the gateway, then
 serve the communication port until the kernel exits; remove the file; exit
-with the kernel's status.
+with the kernel's status (128 + N for a kernel ended by signal N).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def launch(options: LaunchOptions) -> int:
             raise
         status = supervisor.run()
         log(f"kernel {options.kernel_id} exited with status {status}")
-        return status
+        return status if status >= 0 else 128 - status  # killed by signal N: 128 + N
     finally:
         comm.close()
         os.unlink(path)
