@@ -50,8 +50,12 @@ from .jupyter_servers import (
 )
 from .remote_host import RemoteHost, missing_parts
 
-pytest.importorskip("kernel_gateway")
-pytest.importorskip("gateway_provisioners")
+for _module in ("kernel_gateway", "gateway_provisioners", "cryptography"):
+    try:
+        __import__(_module)
+    except ImportError:
+        skip_unless_strict(f"{_module} is not installed (pip install -e '.[test]')",
+                           allow_module_level=True)
 
 
 def ok(reply: dict) -> dict:
@@ -308,22 +312,26 @@ def test_ssh_provisioner_interrupt_through_the_communication_port(remote_kernel,
     assert result(msgs) == "'still here'"
 
 
-def _answers(info: dict, ip: str, timeout: float = 1.5, **overrides) -> bool:
-    """Whether the kernel answers a kernel_info_request on shell from this client."""
+def _answers(info: dict, ip: str, channel: str = "shell", timeout: float = 1.0,
+             **overrides) -> bool:
+    """Whether the kernel answers a client with these keys: a kernel_info_request
+    on shell or control, a ping on the heartbeat."""
+    from jupyter_client.session import Session
+
+    keys = {**info, **overrides}
     ctx = zmq.Context()
     try:
-        from jupyter_client.session import Session
-
-        sock = ctx.socket(zmq.DEALER)
+        sock = ctx.socket(zmq.REQ if channel == "hb" else zmq.DEALER)
         sock.linger = 0
-        keys = {**info, **overrides}
         if keys.get("curve_publickey"):
-            client_public, client_secret = zmq.curve_keypair()
             sock.curve_serverkey = keys["curve_publickey"].encode()
-            sock.curve_publickey, sock.curve_secretkey = client_public, client_secret
-        sock.connect(f"tcp://{ip}:{info['shell_port']}")
-        session = Session(key=keys["key"].encode())
-        session.send(sock, session.msg("kernel_info_request", {}))
+            sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
+        sock.connect(f"tcp://{ip}:{info[f'{channel}_port']}")
+        if channel == "hb":
+            sock.send(b"ping")
+        else:
+            session = Session(key=keys["key"].encode())
+            session.send(sock, session.msg("kernel_info_request", {}))
         return bool(sock.poll(int(timeout * 1000)))
     finally:
         ctx.destroy(linger=0)
@@ -337,9 +345,11 @@ def test_ssh_provisioner_kernel_requires_curve_keys_and_hmac(remote_kernel, remo
     ports = [info[f"{n}_port"] for n in ("shell", "iopub", "stdin", "hb", "control")]
     assert all(PORT_RANGE[0] <= p <= PORT_RANGE[1] for p in ports), ports
     ip = remote_host.ip
-    assert _answers(info, ip)  # the keys the gateway got: an answer
-    assert not _answers(info, ip, curve_publickey=None)  # no CurveZMQ: nothing
-    assert not _answers(info, ip, key=uuid.uuid4().hex)  # CurveZMQ, wrong HMAC key: nothing
+    for channel in ("shell", "control", "hb"):
+        assert _answers(info, ip, channel, timeout=10)  # the keys the gateway got: an answer
+        assert not _answers(info, ip, channel, curve_publickey=None)  # no CurveZMQ: nothing
+    for channel in ("shell", "control"):  # CurveZMQ but a wrong HMAC key: nothing
+        assert not _answers(info, ip, channel, key=uuid.uuid4().hex)
     reply, _ = ws.execute("'alive'")
     ok(reply)
 
@@ -351,7 +361,7 @@ def test_ssh_provisioner_unencrypted_kernel_still_requires_hmac(provisioner_serv
     try:
         info = json.loads(Path(whereabouts(ws)["connection_file"]).read_text())
         assert "curve_secretkey" not in info
-        assert _answers(info, remote_host.ip)
+        assert _answers(info, remote_host.ip, timeout=10)
         assert not _answers(info, remote_host.ip, key=uuid.uuid4().hex)
     finally:
         ws.close()
