@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -255,13 +256,13 @@ def remote_logs(server: Server) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs)
 
 
-def whereabouts(ws: WsClient) -> dict:
+def whereabouts(ws: WsClient, timeout: float = 30) -> dict:
     """Where the kernel runs, as the kernel sees it."""
     reply, msgs = ws.execute(
         "import os, sys, json\n"
         "print(json.dumps({'pid': os.getpid(), 'ppid': os.getppid(),\n"
         "  'netns': os.readlink('/proc/self/ns/net'),\n"
-        "  'connection_file': sys.argv[sys.argv.index('-f') + 1]}))")
+        "  'connection_file': sys.argv[sys.argv.index('-f') + 1]}))", timeout=timeout)
     ok(reply)
     return json.loads(stdout(msgs))
 
@@ -368,6 +369,28 @@ def test_ssh_provisioner_unencrypted_kernel_still_requires_hmac(provisioner_serv
         provisioner_server.request("DELETE", f"/api/kernels/{kid}")
 
 
+def test_ssh_provisioner_restarts_a_kernel_that_died(remote_kernel, provisioner_server,
+                                                     remote_host):
+    """The launcher closes its communication port when the kernel dies, so the
+    server's poll finds it dead and its restarter starts a new one."""
+    kid, ws = remote_kernel
+    dead = whereabouts(ws)
+    os.kill(dead["pid"], signal.SIGKILL)
+    assert _gone({dead["pid"], dead["ppid"]}, remote_host)
+    deadline = time.monotonic() + 60
+    now = None
+    while now is None and time.monotonic() < deadline:
+        fresh = WsClient(provisioner_server, kid)
+        try:
+            now = whereabouts(fresh, timeout=5)
+        except (TimeoutError, OSError):
+            pass
+        finally:
+            fresh.close()
+    assert now, f"no new kernel:\n{provisioner_server.output()[-3000:]}"
+    assert now["pid"] != dead["pid"] and now["pid"] in remote_host.kernel_pids()
+
+
 def _gone(pids: set[int], remote_host: RemoteHost, timeout: float = 15) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -379,7 +402,8 @@ def _gone(pids: set[int], remote_host: RemoteHost, timeout: float = 15) -> bool:
 
 def test_ssh_provisioner_restart_and_shutdown_leave_no_process(remote_kernel,
                                                                provisioner_server, remote_host):
-    kid, ws = remote_kernel
+    kid, _ = remote_kernel
+    ws = WsClient(provisioner_server, kid)
     before = whereabouts(ws)
     status, _ = provisioner_server.request("POST", f"/api/kernels/{kid}/restart", timeout=90)
     assert status == 200
