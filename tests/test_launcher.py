@@ -52,7 +52,26 @@ class Launched:
         self.kc = BlockingKernelClient()
         self.kc.load_connection_info(kernel_connection(self.info, HOST))
         self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=30)
+        try:
+            self._wait_for_ready(60)
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_for_ready(self, timeout: float) -> None:
+        """A kernel_info reply, then an iopub message (the welcome of our
+        subscription), so no output is missed.  Not ``wait_for_ready``: without
+        a KernelManager it takes a heartbeat not yet answered (a kernel slow
+        to start on a loaded machine) for a dead kernel."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.kc.kernel_info(reply=True, timeout=2)
+                break
+            except TimeoutError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise
+        self.kc.iopub_channel.get_msg(timeout=max(1.0, deadline - time.monotonic()))
 
     def request(self, body, shut_write: bool = False) -> None:
         comm_request(HOST, self.info["comm_port"], body, shut_write)

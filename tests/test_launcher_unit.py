@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -117,15 +118,23 @@ def test_ports_are_chosen_in_the_range_and_distinct():
 
 
 def test_a_range_with_too_few_free_ports_is_an_error():
-    taken = [socket.socket() for _ in range(4)]
-    for i, s in enumerate(taken):
-        s.bind(("127.0.0.1", 45300 + i))
+    lo = random.randint(46000, 60000)
+    taken = []
+    for port in range(lo, lo + 7):  # take what is free of the 7, then free 5 again
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", port))
+            taken.append(sock)
+        except OSError:  # another process has it: not free either
+            sock.close()
+    for sock in taken[:5]:
+        sock.close()
     try:
         with pytest.raises(LaunchError, match="no 6 free ports"):
-            reserve_ports("127.0.0.1", (45300, 45306), 6)  # 7 ports, 4 taken
+            reserve_ports("127.0.0.1", (lo, lo + 6), 6)  # 5 free at most
     finally:
-        for s in taken:
-            s.close()
+        for sock in taken[5:]:
+            sock.close()
 
 
 def test_connection_info_has_an_hmac_key_always_and_curve_keys_when_asked(tmp_path):
