@@ -11,8 +11,7 @@
   own address and an sshd (tests/remote_host.py).  Through the server:
   execute, interrupt, a subshell while the parent sleeps, restart, shutdown,
   and no process left behind; CurveZMQ and HMAC on the remote kernel's
-  sockets, checked from outside.
-
+  sockets, checked from outside; a kernel killed outright is restarted.
 - **Enterprise Gateway 3.3** with its ``DistributedProcessProxy`` does the
   same on the same host, with the launcher's ``--RemoteProcessProxy.*``
   spelling: execute, a subshell, interrupt, delete.
