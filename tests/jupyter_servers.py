@@ -123,9 +123,10 @@ class WsClient:
     while others (another subshell's, a busy parent's) arrive in between.
     """
 
-    def __init__(self, server: Server, kernel_id: str, username: str = "eco-test"):
+    def __init__(self, server: Server, kernel_id: str, username: str = "eco-test",
+                 session: str | None = None):
         websocket = pytest.importorskip("websocket")
-        self.session = uuid.uuid4().hex
+        self.session = session or uuid.uuid4().hex  # the same again: a reconnect
         self.username = username
         url = (f"ws://127.0.0.1:{server.port}/api/kernels/{kernel_id}/channels"
                f"?session_id={self.session}")

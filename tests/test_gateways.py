@@ -407,7 +407,8 @@ def test_ssh_provisioner_restart_and_shutdown_leave_no_process(remote_kernel,
     status, _ = provisioner_server.request("POST", f"/api/kernels/{kid}/restart", timeout=90)
     assert status == 200
     ws.close()
-    ws = WsClient(provisioner_server, kid)
+    # JupyterLab reconnects with its session id; the new kernel has new ports and keys
+    ws = WsClient(provisioner_server, kid, session=ws.session)
     try:
         after = whereabouts(ws)
         assert after["pid"] != before["pid"]
