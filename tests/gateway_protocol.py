@@ -17,6 +17,7 @@ import base64
 import json
 import socket
 
+import zmq
 from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -88,3 +89,37 @@ def kernel_connection(info: dict, ip: str) -> dict:
     conn = {k: v for k, v in info.items() if k not in ("pid", "pgid", "comm_port", "kernel_id")}
     conn["ip"] = ip
     return conn
+
+
+def answers(info: dict, ip: str, channel: str = "shell", timeout: float = 1.0,
+            **overrides) -> bool:
+    """Whether the kernel answers a client holding these keys (``info`` with
+    ``overrides``; ``curve_publickey=None``: no CurveZMQ): a kernel_info_request
+    on shell or control, a ping on the heartbeat.
+
+    Raw zmq with send and receive timeouts: a client that fails the CurveZMQ
+    handshake has no peer, and a send to no peer would block forever.
+    """
+    from jupyter_client.session import Session
+
+    keys = {**info, **overrides}
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.REQ if channel == "hb" else zmq.DEALER)
+        sock.linger = 0
+        sock.sndtimeo = int(timeout * 1000)
+        if keys.get("curve_publickey"):
+            sock.curve_serverkey = keys["curve_publickey"].encode()
+            sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
+        sock.connect(f"tcp://{ip}:{info[f'{channel}_port']}")
+        try:
+            if channel == "hb":
+                sock.send(b"ping")
+            else:
+                session = Session(key=keys["key"].encode())
+                session.send(sock, session.msg("kernel_info_request", {}))
+        except zmq.Again:
+            return False
+        return bool(sock.poll(int(timeout * 1000)))
+    finally:
+        ctx.destroy(linger=0)

@@ -39,6 +39,7 @@ import zmq
 
 from subshell_kernel.launcher.kernelspecs import distributed_spec
 
+from .gateway_protocol import answers
 from .harness import skip_unless_strict
 from .jupyter_servers import (
     Server,
@@ -312,31 +313,6 @@ def test_ssh_provisioner_interrupt_through_the_communication_port(remote_kernel,
     assert result(msgs) == "'still here'"
 
 
-def _answers(info: dict, ip: str, channel: str = "shell", timeout: float = 1.0,
-             **overrides) -> bool:
-    """Whether the kernel answers a client with these keys: a kernel_info_request
-    on shell or control, a ping on the heartbeat."""
-    from jupyter_client.session import Session
-
-    keys = {**info, **overrides}
-    ctx = zmq.Context()
-    try:
-        sock = ctx.socket(zmq.REQ if channel == "hb" else zmq.DEALER)
-        sock.linger = 0
-        if keys.get("curve_publickey"):
-            sock.curve_serverkey = keys["curve_publickey"].encode()
-            sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
-        sock.connect(f"tcp://{ip}:{info[f'{channel}_port']}")
-        if channel == "hb":
-            sock.send(b"ping")
-        else:
-            session = Session(key=keys["key"].encode())
-            session.send(sock, session.msg("kernel_info_request", {}))
-        return bool(sock.poll(int(timeout * 1000)))
-    finally:
-        ctx.destroy(linger=0)
-
-
 @pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CurveZMQ")
 def test_ssh_provisioner_kernel_requires_curve_keys_and_hmac(remote_kernel, remote_host):
     _, ws = remote_kernel
@@ -346,10 +322,10 @@ def test_ssh_provisioner_kernel_requires_curve_keys_and_hmac(remote_kernel, remo
     assert all(PORT_RANGE[0] <= p <= PORT_RANGE[1] for p in ports), ports
     ip = remote_host.ip
     for channel in ("shell", "control", "hb"):
-        assert _answers(info, ip, channel, timeout=10)  # the keys the gateway got: an answer
-        assert not _answers(info, ip, channel, curve_publickey=None)  # no CurveZMQ: nothing
+        assert answers(info, ip, channel, timeout=10)  # the keys the gateway got: an answer
+        assert not answers(info, ip, channel, curve_publickey=None)  # no CurveZMQ: nothing
     for channel in ("shell", "control"):  # CurveZMQ but a wrong HMAC key: nothing
-        assert not _answers(info, ip, channel, key=uuid.uuid4().hex)
+        assert not answers(info, ip, channel, key=uuid.uuid4().hex)
     reply, _ = ws.execute("'alive'")
     ok(reply)
 
@@ -361,8 +337,8 @@ def test_ssh_provisioner_unencrypted_kernel_still_requires_hmac(provisioner_serv
     try:
         info = json.loads(Path(whereabouts(ws)["connection_file"]).read_text())
         assert "curve_secretkey" not in info
-        assert _answers(info, remote_host.ip, timeout=10)
-        assert not _answers(info, remote_host.ip, key=uuid.uuid4().hex)
+        assert answers(info, remote_host.ip, timeout=10)
+        assert not answers(info, remote_host.ip, key=uuid.uuid4().hex)
     finally:
         ws.close()
         provisioner_server.request("DELETE", f"/api/kernels/{kid}")
