@@ -289,7 +289,7 @@ def _open_notebook(page: Page, lab: Lab, base: str) -> None:
     idle = page.locator(".jp-StatusBar-Left .jp-StatusBar-Item").filter(
         has_text=re.compile(r"^Python 3 \(subshell\) \| Idle$"))
     dialog = page.locator(".jp-Dialog")
-    expect(idle.or_(dialog)).to_be_visible(timeout=60_000)
+    expect(idle.or_(dialog).first).to_be_visible(timeout=60_000)
     if dialog.is_visible():  # "Select Kernel": choose ours
         dialog.locator("select").select_option(label="Python 3 (subshell)")
         dialog.locator(".jp-mod-accept").click()
@@ -386,7 +386,7 @@ def _steer_long_cell(page: Page, lab: Lab, shots: Shots, attempt: int,
     lab.drag_slider_to(NEW_SPEED)
     seen_new_speed = lab.output(LONG).filter(has_text=f"speed is now {NEW_SPEED}")
     done = lab.prompt(LONG).filter(has_text=re.compile(r"\[\d+\]:"))
-    expect(seen_new_speed.or_(done)).to_be_visible(timeout=10_000)
+    expect(seen_new_speed.or_(done).first).to_be_visible(timeout=10_000)  # both may show
     if done.is_visible():
         return False, console
     shots("slider-moved-loop-saw-it")
