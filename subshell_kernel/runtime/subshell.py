@@ -232,7 +232,7 @@ class Subshell:
                     self._running = self._scope = None
                     self._async_blocked = False
                     if not self.is_main:
-                        clear_pending_exception(self.thread_ident)
+                        clear_pending_exception()  # on this subshell's own thread
                 return
             except KeyboardInterrupt:
                 log.info("interrupt arrived as the code ended; ignored")

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import ctypes
+import threading
 
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
-# PYFUNCTYPE, not CFUNCTYPE: the call must hold the GIL (CFUNCTYPE releases it and
-# PyThreadState_SetAsyncExc then crashes without a thread state)
-_clear_async_exc_null = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
-    ("PyThreadState_SetAsyncExc", ctypes.pythonapi)
-)
 
 
 def raise_in_thread(thread_ident: int, exc_type: type[BaseException]) -> bool:
@@ -21,9 +17,27 @@ def raise_in_thread(thread_ident: int, exc_type: type[BaseException]) -> bool:
     return _set_async_exc(thread_ident, exc_type) == 1
 
 
-def clear_pending_exception(thread_ident: int) -> None:
-    """Cancel an exception queued by ``raise_in_thread`` that has not fired yet."""
-    _clear_async_exc_null(thread_ident, None)
+class _Cleared(BaseException):
+    """Takes the place of a pending interrupt in ``clear_pending_exception``; caught there."""
+
+
+def clear_pending_exception() -> None:
+    """On the calling thread: cancel an exception ``raise_in_thread`` queued for it.
+
+    The C API's way, ``PyThreadState_SetAsyncExc(id, NULL)``, leaves the
+    interpreter's "asynchronous exception pending" flag set on CPython 3.11
+    (only raising one clears it): every thread then takes the eval loop's slow
+    path at each call, and a traced thread (under a debugger) loops forever on
+    the first instruction of every function.  So the pending exception, if any,
+    is replaced by one of ours, which fires at once, here, and clears the flag.
+    """
+    try:
+        _set_async_exc(threading.get_ident(), _Cleared)
+        for _ in range(1_000_000):  # it fires at the first check, in practice on the call
+            pass
+    except _Cleared:
+        return
+    raise RuntimeError("a pending asynchronous exception did not fire")
 
 
 def _find_malloc_trim():
