@@ -29,6 +29,7 @@ import anyio
 
 from ..core.lifecycle import Cycle, Outbox
 from ..core.protocol import Message
+from ..transport.kernel_threads import kernel_timer
 from ..transport.loop import call_soon_threadsafe
 from .context import current_parent
 from .threads import clear_pending_exception, raise_in_thread, return_freed_memory
@@ -193,9 +194,7 @@ class Subshell:
             elif running == "async" and not self._async_blocked:
                 scope = self._scope
                 self._call_soon(self._cancel_cell, scope)
-                timer = threading.Timer(self.CANCEL_GRACE, self._escalate_if_blocked, (scope,))
-                timer.daemon = True
-                timer.start()
+                kernel_timer(self.CANCEL_GRACE, self._escalate_if_blocked, (scope,)).start()
             elif self.is_main:
                 if threading.get_ident() == self.thread_ident:  # in the SIGINT handler
                     raise KeyboardInterrupt

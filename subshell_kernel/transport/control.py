@@ -10,7 +10,6 @@ content`` in a dispatch table.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,6 +17,7 @@ import zmq
 
 from ..core.lifecycle import Cycle, Outbox
 from ..core.protocol import Codec, Message, ProtocolError
+from .kernel_threads import kernel_thread
 from .sockets import recv_frames, send_frames
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class Control:
         self._outbox = Outbox(status, self._reply, flush)
         self._on_quiet = on_quiet
         self._on_answered = on_answered
-        self.thread = threading.Thread(target=self._run, name="control", daemon=True)
+        self.thread = kernel_thread(self._run, "control")
 
     def start(self) -> None:
         self.thread.start()

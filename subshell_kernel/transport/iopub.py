@@ -53,6 +53,7 @@ import anyio
 import zmq
 
 from ..core.protocol import Codec, iopub_topic
+from .kernel_threads import kernel_thread
 from .loop import call_soon_threadsafe
 from .sockets import SharedSocket
 
@@ -142,7 +143,7 @@ class IOPub:
         self._on_fd_output = on_fd_output
         for fd in self._fd_pipes.values():
             os.set_blocking(fd, False)
-        self._thread = threading.Thread(target=self._run, name="iopub", daemon=True)
+        self._thread = kernel_thread(self._run, "iopub")
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("the iopub thread did not start")

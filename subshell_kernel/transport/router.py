@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import logging
 import select
-import threading
 from collections.abc import Callable
 
 import zmq
 
 from ..core.lifecycle import Cycle, Outbox
 from ..core.protocol import Codec, Message, ProtocolError, error_content
+from .kernel_threads import kernel_thread
 from .sockets import SharedSocket, WakePipe
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class Router:
         self._on_input_reply = on_input_reply
         self._outbox = outbox
         self._stopping = False
-        self.thread = threading.Thread(target=self._run, name="shell-router", daemon=True)
+        self.thread = kernel_thread(self._run, "shell-router")
 
     def start(self) -> None:
         self.thread.start()

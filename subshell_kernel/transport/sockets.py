@@ -25,6 +25,8 @@ from typing import Any
 
 import zmq
 
+from .kernel_threads import kernel_thread
+
 log = logging.getLogger(__name__)
 
 _SNDMORE = int(zmq.SNDMORE)
@@ -196,6 +198,6 @@ def start_heartbeat(sock: zmq.Socket) -> threading.Thread:
         except zmq.ZMQError:  # ETERM at shutdown
             sock.close(linger=0)
 
-    thread = threading.Thread(target=echo, name="heartbeat", daemon=True)
+    thread = kernel_thread(echo, "heartbeat")
     thread.start()
     return thread
