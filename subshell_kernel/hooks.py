@@ -27,6 +27,11 @@ logging handlers on fd 2               moved to a copy of the original fd 2, and
 SIGINT, SIGTERM handlers               interrupt, shutdown; both are blocked in every
                                        thread the kernel starts (``block_signals``)
 ``os.environ["MPLBACKEND"]``           matplotlib's inline backend, unless set
+debugpy (pydevd), from the first       the trace function of every thread but the
+debug session on (``start_debugpy``)   kernel's own, ``threading.settrace``,
+                                       ``_thread.start_new_thread``, ``sys.settrace``
+                                       (pydevd's patches; undone by its ``stoptrace``)
+                                       and ``PYDEVD_DISABLE_FILE_VALIDATION``
 =====================================  ==============================================
 
 IPython itself, when the kernel creates its shell, also puts its user
@@ -49,6 +54,7 @@ from typing import Any
 
 import comm
 
+from .adapter.debugpy_server import PYDEVD_ENVIRONMENT, DebugServer
 from .runtime.context import start_with_parent
 from .runtime.streams import OutStream, StreamRouter
 from .runtime.subshell import interruptible_sleep
@@ -165,6 +171,17 @@ class InterpreterHooks:
         if "MPLBACKEND" not in os.environ:
             os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
             self._undo.append(lambda: os.environ.pop("MPLBACKEND", None))
+
+    def start_debugpy(self) -> DebugServer:
+        """Start debugpy's in-process server (the first debug session asks for it, on the
+        control thread): from then on every thread but the kernel's own is traced."""
+        for name, value in PYDEVD_ENVIRONMENT.items():
+            if name not in os.environ:
+                os.environ[name] = value
+                self._undo.append(lambda name=name: os.environ.pop(name, None))
+        server = DebugServer.start()
+        self._undo.append(server.stop)
+        return server
 
     def uninstall(self) -> None:
         """Undo every hook, the last installed first (idempotent)."""

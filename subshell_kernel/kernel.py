@@ -13,6 +13,11 @@ Threads (the map in docs/architecture.md says what each waits in):
     exit-watchdog  from a shutdown request on: ends the process if shutdown hangs
     (a timer)      0.2 s after an interrupt of an ``await`` cell, escalates if the
                    loop is blocked (``Subshell.interrupt``)
+    debugpy-reader from the first debug session on: reads debugpy's DAP messages and
+                   publishes its events; with debugpy's own threads (``pydevd.*``)
+
+Every thread but the main thread and the subshells' is the kernel's own and is
+never traced by a debugger (``transport/kernel_threads.py``).
 
 Nothing below the kernel imports it: the parts get what they use (the
 ``Channels``, the registry, a dispatch table, callables) when they are built.
@@ -33,7 +38,10 @@ from traitlets import Bool, Enum, Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import __version__
+from .adapter.cells import CellCompiler
 from .adapter.comms import KernelCommManager, comm_class
+from .adapter.debugger import Debugger
+from .adapter.debugpy_server import debugpy_available
 from .adapter.handlers import ShellHandlers
 from .adapter.shell import KernelShell, SubshellState
 from .adapter.stdin import Stdin
@@ -51,6 +59,7 @@ from .transport import sockets
 from .transport.channels import Channels
 from .transport.control import Control
 from .transport.iopub import IOPub
+from .transport.kernel_threads import kernel_thread, mark_untraced
 from .transport.router import Router
 
 log = logging.getLogger(__name__)
@@ -109,6 +118,7 @@ class Kernel(LoggingConfigurable):
         self._shutting_down = False
         self._stopped_children: list[Subshell] = []
         self._exited = threading.Event()
+        self._debugger_available: bool | None = None
 
     # -- startup ----------------------------------------------------------------------
     def _loop_options(self, parent: bool) -> dict[str, Any]:
@@ -160,7 +170,9 @@ class Kernel(LoggingConfigurable):
         )
         self.router = Router(shell, stdin, wake, self.codec.fork(), subshells.deliver,
                              self.stdin.on_reply, outbox)
-        self.control = Control(control_sock, self.codec.fork(), requests.control_table(),
+        self.debugger = Debugger(self.shell, iopub.publish, hooks.start_debugpy)
+        control_table = {**requests.control_table(), "debug_request": self.debugger.handle}
+        self.control = Control(control_sock, self.codec.fork(), control_table,
                                channels.status, streams.flush, on_quiet=self.warm_up,
                                on_answered=self._on_control_answered)
         hooks.install(
@@ -172,15 +184,18 @@ class Kernel(LoggingConfigurable):
         iopub.start(streams.flush_all, fd_pipes, streams.write_fd_output, return_freed_memory)
         sockets.start_heartbeat(hb_sock)
         if os.environ.get("JPY_PARENT_PID"):
-            threading.Thread(target=self._exit_with_launcher, name="parent-watch",
-                             daemon=True).start()
+            kernel_thread(self._exit_with_launcher, "parent-watch").start()
         try:
             subshells.parent.run(on_ready=self._start_io)
         finally:
             self._cleanup()
 
     def _make_shell(self, streams: StreamRouter) -> KernelShell:
-        shell = KernelShell.instance(parent=self)
+        # every cell is named by the hash of its source, debugger or not (adapter/cells.py)
+        shell = KernelShell.instance(parent=self, compiler_class=CellCompiler)
+        save_thread = getattr(shell.history_manager, "save_thread", None)
+        if save_thread is not None:  # IPython's history writer: never stopped by a debugger
+            mark_untraced(save_thread)
         shell.output = streams
         shell.kernel = self
         shell.set_hook("show_in_pager",
@@ -212,7 +227,12 @@ class Kernel(LoggingConfigurable):
         return {"header": get_parent() or {}}
 
     def kernel_info(self) -> dict[str, Any]:
-        return kernel_info_content(__version__, self.backend, ["kernel subshells"], debugger=False)
+        if self._debugger_available is None:  # looked up once, without importing it
+            self._debugger_available = debugpy_available()
+        features = ["kernel subshells", "debugger"] if self._debugger_available \
+            else ["kernel subshells"]
+        return kernel_info_content(__version__, self.backend, features,
+                                   debugger=self._debugger_available)
 
     # -- shutdown -----------------------------------------------------------------------
     def request_shutdown(self, restart: bool = False, answered_on_control: bool = False) -> None:
@@ -229,7 +249,7 @@ class Kernel(LoggingConfigurable):
             self._shutdown_answered.set()
         self._shutdown_deadline = time.monotonic() + 1.8
         self._stopped_children = self.subshells.stop_children()
-        threading.Thread(target=self._exit_watchdog, name="exit-watchdog", daemon=True).start()
+        kernel_thread(self._exit_watchdog, "exit-watchdog").start()
         self.subshells.parent.stop()  # last: from a signal handler it may raise KeyboardInterrupt
 
     def _on_control_answered(self, msg) -> None:
@@ -267,7 +287,9 @@ class Kernel(LoggingConfigurable):
             if sub.join(max(0.0, deadline - time.monotonic())):
                 sub.state.close()  # here, not on its thread: finalization must not race SQLite
         self.router.stop(1.0)
-        self.hooks.uninstall()  # fds 1 and 2 back first: nothing new goes into the pipes
+        self.debugger.close()
+        # fds 1 and 2 back first: nothing new goes into the pipes; debugpy stops, if it ran
+        self.hooks.uninstall()
         self.iopub.stop(1.0)  # forwards what the pipes hold, flushes, closes the socket
         # every socket is closed by its owner thread (control and heartbeat on ETERM)
         self.context.term()

@@ -7,6 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .adapter.debugpy_server import debugpy_available
 from .core.protocol import PROTOCOL_VERSION
 
 DEFAULT_NAME = "subshell"
@@ -19,7 +20,8 @@ def kernel_json(display_name: str = "Python 3 (subshell)", python: str | None = 
         "language": "python",
         "interrupt_mode": "signal",
         "kernel_protocol_version": PROTOCOL_VERSION,
-        "metadata": {"debugger": False, "supported_encryption": ["curve"]},
+        # JupyterLab shows its debugger for a kernel whose spec says so
+        "metadata": {"debugger": debugpy_available(), "supported_encryption": ["curve"]},
     }
 
 

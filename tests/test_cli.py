@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -20,7 +21,8 @@ def test_install_writes_kernelspec_with_name_and_display_name(tmp_path):
     assert spec["display_name"] == "My Kernel"
     assert spec["argv"][1:] == ["-m", "subshell_kernel", "-f", "{connection_file}"]
     assert spec["interrupt_mode"] == "signal"
-    assert spec["metadata"]["debugger"] is False
+    # JupyterLab shows its debugger only for a kernelspec that says so
+    assert spec["metadata"]["debugger"] is (importlib.util.find_spec("debugpy") is not None)
     assert spec["kernel_protocol_version"] == "5.5"
 
 
