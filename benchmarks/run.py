@@ -105,6 +105,8 @@ class Config:
     interrupt_rounds: int = 3
     interrupt_delay: float = 0.5  # seconds between sending the cell and SIGINT
     interrupt_timeout: float = 3.0  # after this, the interrupt counts as "never"
+    debug_rounds: int = 2  # fresh kernels, each with a first debug session
+    debug_stops: int = 10  # breakpoint stops per round
     timeout: float = 10.0  # timeout for a single reply; long operations add to it
 
 
@@ -125,6 +127,8 @@ QUICK = replace(
     print_rounds=1,
     print_late_rounds=0,
     interrupt_rounds=1,
+    debug_rounds=1,
+    debug_stops=5,
 )
 
 
@@ -344,6 +348,7 @@ class Kernel:
         self.iopub: dict[str, list[dict]] = defaultdict(list)
         self.idle: set[str] = set()
         self.comm_echoes: dict[str, set] = defaultdict(set)
+        self.debug_events: list[dict] = []
 
     def send(self, channel: str, msg_type: str, content: dict | None = None,
              subshell_id: str | None = None) -> str:
@@ -396,6 +401,8 @@ class Kernel:
         msg_type = msg["msg_type"]
         if msg_type == "status" and msg["content"].get("execution_state") == "idle":
             self.idle.add(parent_id)
+        elif msg_type == "debug_event":
+            self.debug_events.append(msg["content"])
         elif msg_type == "comm_msg":
             data = msg["content"].get("data")
             if isinstance(data, dict) and "seq" in data:
@@ -849,6 +856,140 @@ def bench_interrupt_trio(k: Kernel, cfg: Config) -> dict:
         trio_kernel.shutdown(now=True)
 
 
+DEBUG_CELL = "def _bench_add(a):\n    b = a + 1\n    return b\n\n_bench_add(1)\n"
+FIB_CELL = ("import time as _t\ndef _fib(n): return n if n < 2 else _fib(n - 1) + _fib(n - 2)\n"
+            "_s = _t.perf_counter(); _fib(20); print((_t.perf_counter() - _s) * 1000)")
+DEBUG_INITIALIZE = {"clientID": "bench", "adapterID": "", "pathFormat": "path",
+                    "linesStartAt1": True, "columnsStartAt1": True}
+_debug_seq = itertools.count(1)
+
+
+def debug_request(k: Kernel, command: str, arguments: dict | None = None,
+                  timeout: float = 10.0) -> dict:
+    content = {"type": "request", "seq": next(_debug_seq), "command": command,
+               "arguments": arguments or {}}
+    reply = k.request("control", "debug_request", content, timeout=timeout)["content"]
+    if not reply.get("success"):
+        raise NotSupported(f"debug_request {command}: {reply.get('message', reply)}")
+    return reply
+
+
+def _remote_ports(pid: int) -> set[int]:
+    """Remote TCP ports of the process's connected sockets."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as f:
+            next(f)
+            for fields in map(str.split, f):
+                if fields[9] in inodes:
+                    ports.add(int(fields[2].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _debug_adapters(kernel_pid: int) -> list[int]:
+    """debugpy adapter processes serving this kernel (they detach from it): started
+    with ``--for-server`` and a ``--port`` the kernel is connected to."""
+    ports, found = _remote_ports(kernel_pid), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "--for-server" in args and any("debugpy" in a for a in args):
+            adapter_ports = {int(args[i + 1]) for i, a in enumerate(args[:-1])
+                             if a in ("--for-server", "--port") and args[i + 1].isdigit()}
+            if adapter_ports & ports:
+                found.append(int(entry))
+    return found
+
+
+def tree_rss_mib(pid: int) -> float:
+    """RSS of a kernel and its children, and of a debug adapter process serving it."""
+    total, todo = 0, [pid, *_debug_adapters(pid)]
+    while todo:
+        p = todo.pop()
+        try:
+            total += int(proc_status(p)["VmRSS"].split()[0])
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, KeyError):
+            continue
+    return total / 1024
+
+
+def fib_ms(k: Kernel, cfg: Config) -> float:
+    """The fastest of three runs of fib(20), timed in the cell."""
+    best = NEVER
+    for _ in range(3):
+        _, messages = k.finish(k.submit(FIB_CELL), cfg.timeout * 5)
+        out = "".join(m["content"].get("text", "") for m in messages
+                      if m["msg_type"] == "stream")
+        best = min(best, float(out.split()[-1]))
+    return best
+
+
+def pass_rtts(k: Kernel, n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        k.execute("pass")
+        samples.append(ms_since(start))
+    return samples
+
+
+def bench_debugger(k: Kernel, cfg: Config) -> dict:
+    """A first debug session on a fresh kernel: what starting it costs, a stop at a
+    breakpoint, and what user code pays while it is attached and after it is off."""
+    fresh = k.spawn()
+    fresh.start()
+    try:
+        time.sleep(1.0)  # settled, as the long-lived kernels are
+        out = {"debug_fib_before": fib_ms(fresh, cfg)}
+        rss = tree_rss_mib(fresh.pid)
+        start = time.perf_counter()
+        debug_request(fresh, "initialize", DEBUG_INITIALIZE, timeout=30)
+        debug_request(fresh, "attach", timeout=30)
+        out["debug_start"] = ms_since(start)
+        time.sleep(0.5)
+        out["debug_rss"] = tree_rss_mib(fresh.pid) - rss
+        path = debug_request(fresh, "dumpCell", {"code": DEBUG_CELL})["body"]["sourcePath"]
+        debug_request(fresh, "setBreakpoints", {"source": {"path": path},
+                                                "breakpoints": [{"line": 2}]})
+        debug_request(fresh, "configurationDone")
+        stops = []
+        for _ in range(cfg.debug_stops):
+            fresh.debug_events.clear()
+            start = time.perf_counter()
+            msg_id = fresh.submit(DEBUG_CELL)
+            stopped = lambda: [e for e in fresh.debug_events if e.get("event") == "stopped"]  # noqa: E731
+            fresh.wait_until(lambda: bool(stopped()), cfg.timeout, "a stopped debug_event")
+            debug_request(fresh, "continue", {"threadId": stopped()[0]["body"]["threadId"]})
+            fresh.finish(msg_id, cfg.timeout)
+            stops.append(ms_since(start))
+        out["debug_stop"] = stops
+        out["debug_fib_attached"] = fib_ms(fresh, cfg)
+        out["debug_pass_attached"] = pass_rtts(fresh, cfg.rtt_per_round)
+        debug_request(fresh, "disconnect", {"restart": False, "terminateDebuggee": False})
+        fresh.execute("pass")  # ours drops a thread's tracing before its next cell
+        out["debug_fib_after"] = fib_ms(fresh, cfg)
+        out["debug_pass_after"] = pass_rtts(fresh, cfg.rtt_per_round)
+        return out
+    finally:
+        fresh.shutdown(now=True)
+
+
 # --------------------------------------------------------------------------
 # Plan: benchmarks, their rows and rounds
 # --------------------------------------------------------------------------
@@ -958,6 +1099,16 @@ def plan(cfg: Config) -> list[Bench]:
         Bench("interrupt-trio", bench_interrupt_trio,
               (Row("interrupt_trio", "interrupt: await trio.sleep(30)", "s"),),
               cfg.interrupt_rounds),
+        Bench("debugger", bench_debugger,
+              (Row("debug_start", "debugger: first initialize + attach", "ms"),
+               Row("debug_rss", "debugger: RSS it adds (with adapter process)", "MiB"),
+               Row("debug_stop", "debugger: cell to breakpoint, continue, reply", "ms"),
+               Row("debug_fib_before", "fib(20) in a cell, before any debugging", "ms"),
+               Row("debug_fib_attached", "fib(20) in a cell, debugger attached", "ms"),
+               Row("debug_fib_after", "fib(20) in a cell, after the debugger is off", "ms"),
+               Row("debug_pass_attached", "execute `pass` rtt, debugger attached", "ms"),
+               Row("debug_pass_after", "execute `pass` rtt, after the debugger is off", "ms")),
+              cfg.debug_rounds),
     ]
     return [b for b in benches if b.rounds > 0]
 
