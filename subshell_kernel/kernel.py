@@ -164,13 +164,14 @@ class Kernel(LoggingConfigurable):
         self.handlers = ShellHandlers(self.shell, self.comm_manager, streams,
                                       requests.shell_table())
         self._outbox = outbox
+        self.debugger = Debugger(self.shell, iopub.publish, hooks.start_debugpy)
         subshells.parent = Subshell(
             None, self.shell.parent_state, self.handlers.table, outbox, self.backend,
             self._loop_options(parent=True), interrupt_main=subshells.interrupt_main_thread,
+            before_raise=self.debugger.release,
         )
         self.router = Router(shell, stdin, wake, self.codec.fork(), subshells.deliver,
                              self.stdin.on_reply, outbox)
-        self.debugger = Debugger(self.shell, iopub.publish, hooks.start_debugpy)
         control_table = {**requests.control_table(), "debug_request": self.debugger.handle}
         self.control = Control(control_sock, self.codec.fork(), control_table,
                                channels.status, streams.flush, on_quiet=self.warm_up,
@@ -204,7 +205,8 @@ class Kernel(LoggingConfigurable):
 
     def _new_child(self, subshell_id: str) -> Subshell:
         return Subshell(subshell_id, SubshellState(self.shell), self.handlers.table, self._outbox,
-                        self.backend, self._loop_options(parent=False))
+                        self.backend, self._loop_options(parent=False),
+                        before_raise=self.debugger.release)
 
     def _start_io(self) -> None:
         self.router.start()

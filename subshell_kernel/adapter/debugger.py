@@ -210,8 +210,16 @@ class Debugger:
 
     def _after_cell(self) -> None:
         # a stopped cell that ended without resuming (interrupted, its subshell deleted)
-        if self._started and self._server.end_abandoned_stop():
+        if self._started:
+            self._server.end_abandoned_stop()
             self._stopped.left(self._server.thread_id())
+
+    # -- on whichever thread interrupts a subshell (``Subshell.before_raise``) -----------
+    def release(self, thread_ident: int) -> None:
+        """KeyboardInterrupt is being raised into this subshell's thread: a stop there
+        ends with it (the main thread's signal handler calls this too: no waiting here)."""
+        if self._started:
+            self._server.release(thread_ident)
 
     # -- events (reader thread) ---------------------------------------------------------
     def _on_event(self, event: dict[str, Any]) -> None:

@@ -24,8 +24,10 @@ its reason:
   trace function before its next cell, and the next ``attach`` traces every
   thread again.
 - **DAP thread ids**, and a stopped thread's own state: a stop that ends by
-  an exception instead of a ``continue`` leaves it marked suspended, and a
-  resumed thread waits up to 0.2 s before it notices (``wake``).
+  an exception instead of a ``continue`` would leave it marked suspended (it
+  would stop again at the next line it runs: at once on Python 3.12+), so an
+  interrupt marks it resumed as it raises (``release``); a resumed thread
+  waits up to 0.2 s before it notices (``wake``).
 
 ``DebugServer.start`` (called by ``hooks.InterpreterHooks.start_debugpy``)
 is the process-wide change; ``stop`` undoes it.
@@ -137,6 +139,22 @@ class DebugServer:
             return False
         internal_run_thread(thread, set_additional_thread_info)
         return True
+
+    def release(self, thread_ident: int) -> None:
+        """An exception is about to be raised into this thread (any thread may call this,
+        a signal handler too): if it is stopped at a breakpoint, mark it resumed and wake
+        it, so the exception ends the stop and nothing of the stop is left behind."""
+        from _pydevd_bundle.pydevd_additional_thread_info import set_additional_thread_info
+        from _pydevd_bundle.pydevd_constants import STATE_SUSPEND, get_current_thread_id
+        from _pydevd_bundle.pydevd_thread_lifecycle import internal_run_thread
+
+        # lock-free (``threading.enumerate`` takes a lock the interrupted thread may hold)
+        thread = threading._active.get(thread_ident)
+        info = getattr(thread, "additional_info", None)
+        if info is None or info.pydev_state != STATE_SUSPEND:
+            return
+        internal_run_thread(thread, set_additional_thread_info)
+        self._py_db.get_internal_queue_and_event(get_current_thread_id(thread))[1].set()
 
     def wake(self, thread_id: int) -> None:
         """Wake a stopped thread that was told to resume: it polls every 0.2 s otherwise."""

@@ -97,6 +97,9 @@ class Subshell:
     ``handlers``   the shell dispatch table
     ``outbox``     how the lifecycle sends status, replies and flushes output
     ``interrupt_main``  (the parent only) interrupt blocking code on the main thread
+    ``before_raise``    called with the thread's id just before ``KeyboardInterrupt`` is
+                        raised into the code it runs: a debugger that holds the thread at
+                        a breakpoint lets go of it, so the stop ends with the exception
     """
 
     #: seconds an ``await`` cell's loop has to run the cancel before the
@@ -112,6 +115,7 @@ class Subshell:
         backend: str,
         backend_options: dict[str, Any] | None = None,
         interrupt_main: Callable[[], None] | None = None,
+        before_raise: Callable[[int], None] = lambda thread_ident: None,
     ):
         self.id = subshell_id
         self.state = state
@@ -120,6 +124,7 @@ class Subshell:
         self.backend = backend
         self.backend_options = backend_options or {}
         self._interrupt_main = interrupt_main
+        self._before_raise = before_raise
         self.is_main = subshell_id is None
         #: close the state on this thread when the loop ends (False at shutdown:
         #: the main thread closes it after joining, so finalizers never race SQLite)
@@ -197,11 +202,13 @@ class Subshell:
                 kernel_timer(self.CANCEL_GRACE, self._escalate_if_blocked, (scope,)).start()
             elif self.is_main:
                 if threading.get_ident() == self.thread_ident:  # in the SIGINT handler
+                    self._before_raise(self.thread_ident)
                     raise KeyboardInterrupt
                 self._interrupt_main()
             else:
                 raise_in_thread(self.thread_ident, KeyboardInterrupt)
                 self.wake.set()  # a time.sleep returns to Python code, where it fires
+                self._before_raise(self.thread_ident)  # it fires in the debugger's wait
             return True
 
     def _cancel_cell(self, scope: anyio.CancelScope) -> None:
