@@ -20,11 +20,19 @@ Invariants:
   grows past ``max_buffer`` bytes of UTF-8, or on ``flush``.
 - ``publish`` is how every other message of a request leaves: its buffered
   text first, then the message.
+- ``fileno()`` is fd 1 or 2: with fd capture on, a pipe the iopub thread reads,
+  so what is written there (``faulthandler``, ``subprocess.run(stdout=sys.stdout)``)
+  reaches the frontend as fd output does; without it, the original descriptor.
+- In a process forked from the kernel (``multiprocessing``), a write goes
+  straight to that descriptor: the kernel's sockets and threads are not the
+  child's to use.  The kernel's iopub thread reads the pipe it shares with the
+  child and forwards the text, as it does for any subprocess.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -128,6 +136,9 @@ class StreamRouter:
             self._publish("stream", {"name": pending.name, "text": piece}, pending.parent)
 
 
+_FDS = {"stdout": 1, "stderr": 2}
+
+
 class OutStream(io.TextIOBase):
     """A text stream (``sys.stdout`` or ``sys.stderr``) that publishes on iopub."""
 
@@ -135,6 +146,16 @@ class OutStream(io.TextIOBase):
         super().__init__()
         self.name = name
         self._router = router
+        self._fd = _FDS[name]
+        self._kernel_pid = os.getpid()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def _is_master_process(self) -> bool:
+        """Is this the kernel's process, not a fork of it?  (ipykernel's name for the
+        question; its tests and a few libraries ask it.)"""
+        return os.getpid() == self._kernel_pid
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -149,8 +170,12 @@ class OutStream(io.TextIOBase):
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        if text:
+        if not text:
+            return 0
+        if os.getpid() == self._kernel_pid:
             self._router.write(self.name, text)
+        else:
+            _write_all(self._fd, text.encode("utf-8", "replace"))
         return len(text)
 
     def writelines(self, lines) -> None:  # type: ignore[override]
@@ -158,7 +183,8 @@ class OutStream(io.TextIOBase):
             self.write(line)
 
     def flush(self) -> None:
-        self._router.flush(get_parent())
+        if os.getpid() == self._kernel_pid:  # a fork has nothing buffered of its own
+            self._router.flush(get_parent())
 
     def close(self) -> None:
         """Closing the kernel's stdout would lose all later output; flush instead."""
@@ -167,3 +193,9 @@ class OutStream(io.TextIOBase):
     @property
     def closed(self) -> bool:  # type: ignore[override]
         return False
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
