@@ -149,8 +149,10 @@ class Kernel(LoggingConfigurable):
         self.shell = self._make_shell(streams)
         self.comm_manager = KernelCommManager()
         self.subshells = subshells = Subshells(self._new_child)
+        ports = {f"{name}_port": self.connection[f"{name}_port"]
+                 for name in ("shell", "iopub", "stdin", "control", "hb")}
         requests = KernelRequests(subshells, self.kernel_info, self.request_shutdown,
-                                  streams.publish)
+                                  streams.publish, ports)
         self.handlers = ShellHandlers(self.shell, self.comm_manager, streams,
                                       requests.shell_table())
         self._outbox = outbox
