@@ -144,7 +144,7 @@ class Kernel(LoggingConfigurable):
         shell = sockets.SharedSocket(shell_sock, on_input=wake.wake)
         stdin = sockets.SharedSocket(stdin_sock, on_input=wake.wake)
         self.channels = channels = Channels(self.codec, shell, stdin, iopub)
-        outbox = Outbox(channels.status, channels.reply, streams.flush)
+        outbox = Outbox(channels.status, channels.reply, self._flush_output)
         self.stdin = Stdin(channels, streams.flush)
         self.shell = self._make_shell(streams)
         self.comm_manager = KernelCommManager()
@@ -180,6 +180,13 @@ class Kernel(LoggingConfigurable):
             subshells.parent.run(on_ready=self._start_io)
         finally:
             self._cleanup()
+
+    def _flush_output(self, parent: dict[str, Any]) -> None:
+        """Before a request's idle: its buffered output, and for the execute request that
+        fd output goes to, what the fd pipes hold now (``IOPub.forward_fd_output``)."""
+        if parent is self.streams.fd_parent:
+            self.iopub.forward_fd_output()
+        self.streams.flush(parent)
 
     def _make_shell(self, streams: StreamRouter) -> KernelShell:
         shell = KernelShell.instance(parent=self)
