@@ -26,7 +26,21 @@ logging handlers on fd 2               moved to a copy of the original fd 2, and
 ``sys.setswitchinterval``              subshells stay responsive beside CPU-bound code
 SIGINT, SIGTERM handlers               interrupt, shutdown; both are blocked in every
                                        thread the kernel starts (``block_signals``)
-``os.environ["MPLBACKEND"]``           matplotlib's inline backend, unless set
+``os.environ``                         what libraries and terminal tools read to
+                                       recognise a notebook (``TERM``, ``FORCE_COLOR``,
+                                       ``MPLBACKEND``, ``PLOTLY_RENDERER``, ...:
+                                       ``adapter.recognition.ENVIRONMENT``)
+``sys.path``                           ``''`` (the current directory, wherever
+                                       ``os.chdir`` goes) before site-packages, in
+                                       place of the launch directory ``-m`` put first
+``sys.meta_path``                      ``adapter.imports.ImportWatch``: code around the
+                                       first import of ``tqdm.autonotebook`` and ``pdb``
+``pdb.Pdb``, ``pdb.set_trace``         once ``pdb`` is imported: the kernel's debugger,
+                                       which an interrupt ends (``adapter.debugging``)
+``warnings`` filters                   trio's warning that its wakeup fd replaced the
+                                       main loop's: for the length of a cell that
+                                       ``%autoawait trio`` runs, it does, and puts the
+                                       old one back (``adapter.autoawait``)
 =====================================  ==============================================
 
 IPython itself, when the kernel creates its shell, also puts its user
@@ -44,11 +58,15 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
 import comm
 
+from .adapter import autoawait, debugging, recognition
+from .adapter.imports import ImportWatch, is_initializing
 from .runtime.context import start_with_parent
 from .runtime.streams import OutStream, StreamRouter
 from .runtime.subshell import interruptible_sleep
@@ -162,9 +180,60 @@ class InterpreterHooks:
         for signum, handler in ((signal.SIGINT, on_sigint), (signal.SIGTERM, on_sigterm)):
             old = signal.signal(signum, handler)
             self._undo.append(lambda signum=signum, old=old: signal.signal(signum, old))
-        if "MPLBACKEND" not in os.environ:
-            os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-            self._undo.append(lambda: os.environ.pop("MPLBACKEND", None))
+        for name, (value, replace) in recognition.ENVIRONMENT.items():
+            if replace or name not in os.environ:
+                self._set_env(name, value)
+        self._put_cwd_on_path()
+        filters = warnings.filters[:]
+        warnings.filterwarnings("ignore", message=autoawait.TRIO_WAKEUP_WARNING,
+                                category=RuntimeWarning)
+        self._undo.append(lambda: warnings.filters.__setitem__(slice(None), filters))
+        watch = ImportWatch({
+            "tqdm.autonotebook": recognition.tqdm_sees_a_kernel,
+            "pdb": self._then_patch_pdb,
+            "IPython.core.debugger": self._then_patch_pdb,
+        })
+        sys.meta_path.insert(0, watch)
+        self._undo.append(lambda: sys.meta_path.remove(watch))
+        self._patch_pdb()
+
+    def _set_env(self, name: str, value: str) -> None:
+        old = os.environ.get(name)
+        os.environ[name] = value
+        self._undo.append(lambda: os.environ.__setitem__(name, old) if old is not None
+                          else os.environ.pop(name, None))
+
+    def _put_cwd_on_path(self) -> None:
+        """``''`` on ``sys.path``, as IPython puts it: before site-packages, so a module
+        beside the notebook imports (also after ``os.chdir``) and the standard library
+        is not shadowed.  ``python -m`` put the launch directory first; it goes."""
+        old = list(sys.path)
+        if sys.path and sys.path[0] == os.getcwd():
+            del sys.path[0]
+        if "" not in sys.path and not sys.flags.safe_path:
+            site = [i for i, p in enumerate(sys.path)
+                    if os.path.basename(p) in ("site-packages", "dist-packages")]
+            sys.path.insert(site[0] if site else 0, "")
+        self._undo.append(lambda: sys.path.__setitem__(slice(None), old))
+
+    @contextmanager
+    def _then_patch_pdb(self, module):
+        yield
+        self._patch_pdb()
+
+    def _patch_pdb(self) -> None:
+        """``pdb.Pdb`` and ``pdb.set_trace`` become the kernel's, once ``pdb`` is imported
+        and IPython's debugger (which imports ``pdb``) is not half-way through its own
+        import: the one that finishes last patches."""
+        pdb = sys.modules.get("pdb")
+        if pdb is None or getattr(pdb, "set_trace", None) is debugging.set_trace:
+            return
+        if is_initializing(sys.modules.get("IPython.core.debugger")) and not hasattr(
+            sys.modules["IPython.core.debugger"], "InterruptiblePdb"
+        ):
+            return  # IPython's debugger is importing pdb: patched when it is done
+        self._set(pdb, "set_trace", debugging.set_trace)  # first: a re-entry returns above
+        self._set(pdb, "Pdb", debugging.kernel_pdb_class())
 
     def uninstall(self) -> None:
         """Undo every hook, the last installed first (idempotent)."""

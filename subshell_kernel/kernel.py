@@ -29,19 +29,21 @@ import time
 from typing import Any
 
 import zmq
+from IPython.core.profiledir import ProfileDir
 from traitlets import Bool, Enum, Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import __version__
+from .adapter import recognition
 from .adapter.comms import KernelCommManager, comm_class
 from .adapter.handlers import ShellHandlers
-from .adapter.shell import KernelShell, SubshellState
+from .adapter.recognition import ZMQInteractiveShell
+from .adapter.shell import SubshellState
 from .adapter.stdin import Stdin
 from .core.kernel_info import kernel_info_content
 from .core.lifecycle import Outbox
 from .core.protocol import Codec
 from .hooks import InterpreterHooks
-from .runtime.context import get_parent
 from .runtime.kernel_requests import KernelRequests
 from .runtime.registry import Subshells
 from .runtime.streams import StreamRouter
@@ -96,6 +98,12 @@ class Kernel(LoggingConfigurable):
         True, config=True,
         help="Forward what C code and subprocesses write to file descriptors 1 and 2.",
     )
+    profile_dir = Unicode(
+        "", config=True,
+        help="IPython profile directory (history, startup scripts); default: the "
+        "'default' profile under IPYTHONDIR.",
+    )
+    connection_file = Unicode("", help="The connection file, if the kernel was given one.")
 
     def __init__(self, connection: dict[str, Any], **kwargs):
         super().__init__(**kwargs)
@@ -188,10 +196,16 @@ class Kernel(LoggingConfigurable):
             self.iopub.forward_fd_output()
         self.streams.flush(parent)
 
-    def _make_shell(self, streams: StreamRouter) -> KernelShell:
-        shell = KernelShell.instance(parent=self)
+    def _make_shell(self, streams: StreamRouter) -> ZMQInteractiveShell:
+        options: dict[str, Any] = {}
+        if self.profile_dir:
+            options["profile_dir"] = ProfileDir.create_profile_dir(self.profile_dir)
+        shell = ZMQInteractiveShell.instance(parent=self, **options)
         shell.output = streams
         shell.kernel = self
+        shell.loop_runner = self.backend  # %autoawait names the kernel's own loop
+        recognition.describe_kernel(shell, self.connection_file,
+                                    os.environ.get("JPY_SESSION_NAME"))
         shell.set_hook("show_in_pager",
                        lambda sh, data, start=0, screen_lines=0: sh._page(data, start))
         return shell
@@ -215,10 +229,19 @@ class Kernel(LoggingConfigurable):
         except KeyboardInterrupt:
             self.shell.InteractiveTB.structured_traceback(*sys.exc_info())
 
-    # -- used by libraries (``get_ipython().kernel``) ------------------------------------
-    def get_parent(self, channel: str = "shell") -> dict[str, Any]:
+    # -- used by libraries (``get_ipython().kernel``: adapter/recognition.py) ------------
+    def get_parent(self, channel: str | None = None) -> dict[str, Any]:
         """The request being handled, as ipykernel returns it (ipywidgets' Output uses it)."""
-        return {"header": get_parent() or {}}
+        return recognition.kernel_parent(self.shell, self.control, channel)
+
+    @property
+    def _parent_ident(self) -> dict[str, list[bytes]]:
+        """ipykernel's private name, which JupyterLab extensions still read."""
+        return recognition.parent_idents(self.control)
+
+    @property
+    def language_info(self) -> dict[str, Any]:
+        return self.kernel_info()["language_info"]
 
     def kernel_info(self) -> dict[str, Any]:
         return kernel_info_content(__version__, self.backend, ["kernel subshells"], debugger=False)

@@ -11,14 +11,17 @@ import builtins
 import getpass
 import logging
 import os
+import pdb
 import signal
 import sys
 import threading
 import time
+import warnings
 from types import SimpleNamespace
 
 import comm
 
+from subshell_kernel.adapter import recognition
 from subshell_kernel.hooks import InterpreterHooks
 from subshell_kernel.runtime.streams import StreamRouter
 
@@ -59,14 +62,26 @@ def snapshot() -> dict[str, object]:
         "SIGINT": signal.getsignal(signal.SIGINT),
         "SIGTERM": signal.getsignal(signal.SIGTERM),
         "signal mask": signal.pthread_sigmask(signal.SIG_BLOCK, []),
-        "MPLBACKEND": os.environ.get("MPLBACKEND"),
+        **{f"${name}": os.environ.get(name) for name in recognition.ENVIRONMENT},
+        "sys.path": list(sys.path),
+        "sys.meta_path": list(sys.meta_path),
+        "pdb.Pdb": pdb.Pdb,
+        "pdb.set_trace": pdb.set_trace,
+        "warnings filters": list(warnings.filters),
         "logging handlers": handlers,
         "kernel log": (list(package_log.handlers), package_log.level, package_log.propagate),
     }
 
 
 def test_install_then_uninstall_leaves_the_interpreter_as_it_was(monkeypatch):
-    monkeypatch.delenv("MPLBACKEND", raising=False)
+    for name, (value, replace) in recognition.ENVIRONMENT.items():
+        if replace:  # set to something else: install must change it, uninstall put it back
+            monkeypatch.setenv(name, value + "-before")
+        else:
+            monkeypatch.delenv(name, raising=False)
+    if sys.path[0] != os.getcwd():  # as ``python -m`` leaves it
+        monkeypatch.setattr(sys, "path", [os.getcwd(), *sys.path])
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != ""])
     stray = logging.StreamHandler(sys.__stderr__)  # a library's handler on the real stderr
     logging.getLogger("some.library").addHandler(stray)
     try:

@@ -21,7 +21,8 @@ from IPython.utils.tokenutil import token_at_cursor
 
 from ..core.protocol import Message, ProtocolError, error_content
 from ..runtime.context import mute
-from .shell import KernelShell, cell_scope, current_payloads, last_error
+from . import autoawait
+from .shell import KernelShell, cell_scope, current_payloads, display_error, last_error
 from .stdin import stdin_request
 
 if TYPE_CHECKING:
@@ -80,23 +81,22 @@ class ShellHandlers:
             shell.publish("execute_input", {"code": code, "execution_count": shell.execution_count})
         payloads: list = []
         stdin = (msg, sub) if content.get("allow_stdin", True) else None
-        tokens = (
-            current_payloads.set(payloads), last_error.set(None), stdin_request.set(stdin),
-        )
+        cell_vars = (current_payloads, last_error, display_error, stdin_request)
+        tokens = [var.set(value) for var, value in zip(cell_vars, (payloads, None, None, stdin))]
         try:
             result = await self._run_cell(sub, code, store_history, silent,
                                           msg.header.get("cell_id"))
             user_expressions = shell.user_expressions(content.get("user_expressions") or {})
         finally:
-            error = last_error.get()
-            for var, token in zip((current_payloads, last_error, stdin_request), tokens):
+            error, shown_error = last_error.get(), display_error.get()
+            for var, token in zip(cell_vars, tokens):
                 var.reset(token)
 
         count = shell.execution_count - 1 if store_history else shell.execution_count
         reply: dict[str, Any] = {"execution_count": count}
-        failed = result is None or not result.success
+        failed = result is None or not result.success or shown_error is not None
         if failed:
-            reply.update(error or _error_of(result))
+            reply.update(shown_error or error or _error_of(result))
             reply["status"] = "error"
         else:
             reply["status"] = "ok"
@@ -131,7 +131,9 @@ class ShellHandlers:
         )
         result = None
         try:
-            if is_async:
+            if is_async and not autoawait.is_own_loop(shell, sub.backend):
+                result = autoawait.run_elsewhere(shell, sub, coro)
+            elif is_async:
                 with anyio.CancelScope() as scope:
                     token = cell_scope.set(scope)
                     sub.set_running("async", scope)

@@ -34,6 +34,7 @@ from IPython.core.history import HistoryManager
 from IPython.core.interactiveshell import InteractiveShell
 
 from ..runtime.context import get_parent, is_muted
+from .debugging import kernel_pdb_class
 
 #: payloads (pager, set_next_input, ask_exit) of the execute request being run
 current_payloads: ContextVar[list | None] = ContextVar("current_payloads", default=None)
@@ -41,6 +42,9 @@ current_payloads: ContextVar[list | None] = ContextVar("current_payloads", defau
 cell_scope: ContextVar[Any] = ContextVar("cell_scope", default=None)
 #: the error content of the last exception shown in this context
 last_error: ContextVar[dict | None] = ContextVar("last_error", default=None)
+#: the error a display formatter raised while showing the cell's value (the reply is
+#: then an error, as under ipykernel, although IPython counts the cell a success)
+display_error: ContextVar[dict | None] = ContextVar("display_error", default=None)
 
 _PACKAGE_DIRS = tuple(
     os.path.dirname(m.__file__) + os.sep
@@ -121,10 +125,16 @@ class KernelDisplayHook(DisplayHook):
         self._local.exec_result = value
 
     def __call__(self, result=None):
+        __debuggerskip__ = True  # IPython's debugger steps over this frame (adapter.debugging)
         self.check_for_underscore()
         if result is None or self.quiet():
             return
-        format_dict, md_dict = self.compute_format_data(result)
+        __debuggerskip__ = False  # noqa: F841  (the reprs called from here are user code)
+        self._local.formatting = True
+        try:
+            format_dict, md_dict = self.compute_format_data(result)
+        finally:
+            self._local.formatting = False
         self.update_user_ns(result)
         self.fill_exec_result(result)
         if format_dict:
@@ -232,6 +242,10 @@ class KernelShell(InteractiveShell):
     def init_io(self):
         pass  # the kernel owns sys.stdout/sys.stderr
 
+    @property
+    def debugger_cls(self):  # %debug, %pdb
+        return kernel_pdb_class()
+
     def enable_gui(self, gui=None):
         if gui not in (None, "inline"):
             raise NotImplementedError(f"GUI event loop {gui!r} is not supported by this kernel")
@@ -243,9 +257,17 @@ class KernelShell(InteractiveShell):
         self.output.publish(msg_type, content, parent, metadata, buffers)
 
     def write_payload(self, payload: dict) -> None:
+        """Add a payload to the reply; a later one from the same source replaces it
+        (``?`` in a loop asks for the same page many times: the frontend shows one)."""
         payloads = current_payloads.get()
-        if payloads is not None:
-            payloads.append(payload)
+        if payloads is None:
+            return
+        source = payload.get("source")
+        for i, earlier in enumerate(payloads):
+            if source is not None and earlier.get("source") == source:
+                payloads[i] = payload
+                return
+        payloads.append(payload)
 
     def set_next_input(self, s, replace=False):
         self.write_payload({"source": "set_next_input", "text": s, "replace": replace})
@@ -260,6 +282,8 @@ class KernelShell(InteractiveShell):
             "traceback": stb,
         }
         last_error.set(content)
+        if getattr(self.displayhook._local, "formatting", False):
+            display_error.set(content)
         self.publish("error", content)
 
     def _format_exception_for_storage(self, exception, filename=None, running_compiled_code=False):

@@ -30,7 +30,7 @@ import anyio
 from ..core.lifecycle import Cycle, Outbox
 from ..core.protocol import Message
 from ..transport.loop import call_soon_threadsafe
-from .context import current_parent
+from .context import current_parent, current_request
 from .threads import clear_pending_exception, raise_in_thread, return_freed_memory
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,7 @@ class Subshell:
         #: set by an interrupt: ends an ``_interruptible_sleep`` on this thread
         self.wake = threading.Event()
         self._call_soon = None
+        self._cell_call_soon = None  # where the running ``await`` cell's cancel is scheduled
         self._send = None
         self._receive = None
 
@@ -192,7 +193,7 @@ class Subshell:
                 self.input_waiter.put(INTERRUPTED)
             elif running == "async" and not self._async_blocked:
                 scope = self._scope
-                self._call_soon(self._cancel_cell, scope)
+                self._cell_call_soon(self._cancel_cell, scope)
                 timer = threading.Timer(self.CANCEL_GRACE, self._escalate_if_blocked, (scope,))
                 timer.daemon = True
                 timer.start()
@@ -221,10 +222,15 @@ class Subshell:
             self._async_blocked = True
         self.interrupt()
 
-    def set_running(self, kind: str | None, scope: anyio.CancelScope | None = None) -> None:
+    def set_running(self, kind: str | None, scope: anyio.CancelScope | None = None,
+                    call_soon: Callable[..., object] | None = None) -> None:
+        """Say what user code runs now.  An ``"async"`` cell's ``scope`` belongs to the
+        subshell's loop, or to the loop ``call_soon`` schedules on (a cell that
+        ``%autoawait`` runs on another library's loop, started on this thread)."""
         if kind is not None:
             with self._lock:
                 self._running, self._scope = kind, scope
+                self._cell_call_soon = call_soon or self._call_soon
             return
         while True:  # leaving user code: a late interrupt must not escape
             try:
@@ -265,6 +271,7 @@ class Subshell:
 
     async def _handle(self, msg: Message) -> None:
         token = current_parent.set(msg.header)
+        request_token = current_request.set(msg)
         try:
             with Cycle(msg, self.outbox) as cycle:
                 if self.stopping:
@@ -279,6 +286,7 @@ class Subshell:
             if self._abort_remaining:
                 self._abort_remaining -= 1
             current_parent.reset(token)
+            current_request.reset(request_token)
 
     async def _call(self, handler: Handler, msg: Message) -> dict[str, Any] | None:
         try:
