@@ -12,12 +12,15 @@ from __future__ import annotations
 import ast
 import asyncio
 import re
+import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from packaging.requirements import Requirement
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -76,6 +79,37 @@ def test_notebooks_are_clean():
         for cell in nb.cells:
             if cell.cell_type == "code":
                 assert not cell.outputs and cell.execution_count is None, path.name
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_what_the_notebooks_import_is_installed_by_the_demo_extra():
+    """``pip install subshell_kernel[demo]`` is enough: each module a notebook imports
+    is in the standard library, the kernel itself, or a distribution that the
+    kernel's dependencies or its ``demo`` extra name.  Each notebook says so first."""
+    declared = set()
+    for line in metadata.requires("subshell_kernel") or []:
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate({"extra": "demo"}):
+            declared.add(_normalized(requirement.name))
+    providers = metadata.packages_distributions()
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        assert "pip install subshell_kernel[demo]" in nb.cells[0].source, path.name
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            for line in cell.source.splitlines():
+                found = re.match(r"(?:from|import)\s+([A-Za-z_][\w]*)", line)
+                if not found:
+                    continue
+                module = found.group(1)
+                if module in sys.stdlib_module_names or module == "subshell_kernel":
+                    continue
+                dists = {_normalized(d) for d in providers.get(module, [])}
+                assert dists & declared, f"{path.name} imports {module}, from {dists}"
 
 
 # -- 01: widgets during a long cell ---------------------------------------------------------
