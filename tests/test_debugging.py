@@ -52,8 +52,9 @@ def test_set_trace_on_a_cells_last_line_stops_in_the_cell(kernel):
 def test_breakpoint_in_a_function(kernel, where):
     sid = subshell_of(kernel, where)
     code = "def f():\n    y = 41\n    breakpoint()\n    return y + 1\nf()"
-    reply, _, stdout = debug(kernel, code, ["p y", "c"], sid)
+    reply, prompts, stdout = debug(kernel, code, ["p y", "c"], sid)
     ok(reply)
+    assert prompts == ["ipdb> ", "ipdb> "]
     assert "41\n" in stdout
     assert kernel._iopub[reply["parent_header"]["msg_id"]][-2]["content"]["data"] == {
         "text/plain": "42"}
