@@ -34,7 +34,7 @@ SIGINT, SIGTERM handlers               interrupt, shutdown; both are blocked in 
                                        ``os.chdir`` goes) before site-packages, in
                                        place of the launch directory ``-m`` put first
 ``sys.meta_path``                      ``adapter.imports.ImportWatch``: code around the
-                                       first import of ``tqdm.autonotebook`` and ``pdb``
+                                       import of ``tqdm.autonotebook`` and ``pdb``
 ``pdb.Pdb``, ``pdb.set_trace``         once ``pdb`` is imported: the kernel's debugger,
                                        which an interrupt ends (``adapter.debugging``)
 ``warnings`` filters                   trio's warning that its wakeup fd replaced the

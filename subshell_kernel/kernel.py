@@ -100,8 +100,8 @@ class Kernel(LoggingConfigurable):
     )
     profile_dir = Unicode(
         "", config=True,
-        help="IPython profile directory (history, startup scripts); default: the "
-        "'default' profile under IPYTHONDIR.",
+        help="IPython profile directory, which holds the history database (as "
+        "ipykernel's --profile-dir); default: the 'default' profile under IPYTHONDIR.",
     )
     connection_file = Unicode("", help="The connection file, if the kernel was given one.")
 
