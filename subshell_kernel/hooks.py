@@ -9,7 +9,8 @@ module only puts them in place:
 
 =====================================  ==============================================
 ``sys.stdout``, ``sys.stderr``         ``runtime.streams.OutStream``: output goes to
-                                       the request that wrote it
+                                       the request that wrote it; ``fileno()`` is a
+                                       copy of fd 1 or 2, closed at uninstall
 fds 1 and 2                            pipes the iopub thread reads: output of C code
                                        and subprocesses (``redirect_fds``)
 logging handlers on fd 2               moved to a copy of the original fd 2, and the
@@ -163,8 +164,10 @@ class InterpreterHooks:
         on_sigint: Callable,
         on_sigterm: Callable,
     ) -> None:
-        self._set(sys, "stdout", OutStream("stdout", streams))
-        self._set(sys, "stderr", OutStream("stderr", streams))
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            copy = os.dup(fd)  # what fileno() gives (runtime.streams)
+            self._undo.append(lambda copy=copy: os.close(copy))
+            self._set(sys, name, OutStream(name, streams, copy))
         self._set(threading.Thread, "start", start_with_parent(threading.Thread.start))
         self._set(time, "sleep", interruptible_sleep)
         self._set(builtins, "input", input)

@@ -112,13 +112,28 @@ def test_stdout_has_a_descriptor_that_reaches_the_frontend(kernel):
             "faulthandler.enable()\n"
             "os.write(sys.stdout.fileno(), b'written to the fd\\n')\n"
             "faulthandler.dump_traceback(all_threads=False)\n"
-            "print(sys.stdout.fileno(), sys.stderr.fileno(), sys.stdout.isatty())")
+            "print(os.path.sameopenfile(sys.stdout.fileno(), 1),\n"
+            "      os.path.sameopenfile(sys.stderr.fileno(), 2), sys.stdout.isatty())")
     reply, _ = kernel.run(code)
     ok(reply)
     msg_id = reply["parent_header"]["msg_id"]
     wait_for_text(kernel, msg_id, "written to the fd\n")
     wait_for_text(kernel, msg_id, "line 4 in <module>", "stderr")
-    assert "1 2 False\n" in kernel.stdout(msg_id)
+    assert "True True False\n" in kernel.stdout(msg_id)
+
+
+def test_closing_the_descriptor_it_gave_closes_nothing_of_the_kernels(kernel):
+    code = ("import os, sys\n"
+            "with open(sys.stdout.fileno(), 'w') as f:\n"
+            "    f.write('through a file of its own\\n')\n"
+            "os.write(1, b'fd 1 still reaches the frontend\\n')\n"
+            "print('and so does print')")
+    reply, _ = kernel.run(code)
+    ok(reply)
+    msg_id = reply["parent_header"]["msg_id"]
+    wait_for_text(kernel, msg_id, "through a file of its own\n")
+    wait_for_text(kernel, msg_id, "fd 1 still reaches the frontend\n")
+    assert "and so does print\n" in kernel.stdout(msg_id)
 
 
 def test_forked_processes_print_to_the_cell(kernel):

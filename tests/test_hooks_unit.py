@@ -73,6 +73,10 @@ def snapshot() -> dict[str, object]:
     }
 
 
+def open_fds() -> list[str]:
+    return sorted(os.listdir("/proc/self/fd"))
+
+
 def test_install_then_uninstall_leaves_the_interpreter_as_it_was(monkeypatch):
     for name, (value, replace) in recognition.ENVIRONMENT.items():
         if replace:  # set to something else: install must change it, uninstall put it back
@@ -84,6 +88,7 @@ def test_install_then_uninstall_leaves_the_interpreter_as_it_was(monkeypatch):
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != ""])
     stray = logging.StreamHandler(sys.__stderr__)  # a library's handler on the real stderr
     logging.getLogger("some.library").addHandler(stray)
+    fds_before = open_fds()
     try:
         before = snapshot()
         hooks = InterpreterHooks()
@@ -107,6 +112,7 @@ def test_install_then_uninstall_leaves_the_interpreter_as_it_was(monkeypatch):
     finally:
         logging.getLogger("some.library").removeHandler(stray)
 
+    assert open_fds() == fds_before  # the copies fileno() gave are closed again
     unchanged = [k for k in before if during[k] == before[k]]
     assert unchanged == [], f"install did not change: {unchanged}"
     assert {k: after[k] for k in before if after[k] != before[k]} == {}

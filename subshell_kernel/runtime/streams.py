@@ -20,9 +20,11 @@ Invariants:
   grows past ``max_buffer`` bytes of UTF-8, or on ``flush``.
 - ``publish`` is how every other message of a request leaves: its buffered
   text first, then the message.
-- ``fileno()`` is fd 1 or 2: with fd capture on, a pipe the iopub thread reads,
-  so what is written there (``faulthandler``, ``subprocess.run(stdout=sys.stdout)``)
-  reaches the frontend as fd output does; without it, the original descriptor.
+- ``fileno()`` is a copy of fd 1 or 2 (``hooks`` makes it): with fd capture on,
+  of the pipe the iopub thread reads, so what is written there (``faulthandler``,
+  ``subprocess.run(stdout=sys.stdout)``) reaches the frontend as fd output does;
+  without it, of the original descriptor.  A copy, so that code which closes
+  the descriptor it was given closes nothing of the kernel's.
 - In a process forked from the kernel (``multiprocessing``), a write goes
   straight to that descriptor: the kernel's sockets and threads are not the
   child's to use.  The kernel's iopub thread reads the pipe it shares with the
@@ -142,11 +144,11 @@ _FDS = {"stdout": 1, "stderr": 2}
 class OutStream(io.TextIOBase):
     """A text stream (``sys.stdout`` or ``sys.stderr``) that publishes on iopub."""
 
-    def __init__(self, name: str, router: StreamRouter):
+    def __init__(self, name: str, router: StreamRouter, fd: int | None = None):
         super().__init__()
         self.name = name
         self._router = router
-        self._fd = _FDS[name]
+        self._fd = _FDS[name] if fd is None else fd
         self._kernel_pid = os.getpid()
 
     def fileno(self) -> int:
@@ -174,8 +176,8 @@ class OutStream(io.TextIOBase):
             return 0
         if os.getpid() == self._kernel_pid:
             self._router.write(self.name, text)
-        else:
-            _write_all(self._fd, text.encode("utf-8", "replace"))
+        else:  # fd 1 or 2 itself: the copy fileno() gave may have been closed
+            _write_all(_FDS[self.name], text.encode("utf-8", "replace"))
         return len(text)
 
     def writelines(self, lines) -> None:  # type: ignore[override]
