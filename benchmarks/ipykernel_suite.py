@@ -46,10 +46,15 @@ PLUGIN = '''\
 """Written by subshell_kernel's benchmarks/ipykernel_suite.py, in place of ipykernel's
 conftest (which has in-process fixtures only): every KernelManager that asks for the
 default Python kernel ("python", "python3" or nothing, as start_new_kernel and run_kernel
-do) gets the kernelspec under test instead."""
+do) gets the kernelspec under test instead.  It also keeps the one fixture of ipykernel's
+conftest that black-box tests use: ``kc``, a client of a new kernel
+(test_matplotlib_eventloops.py)."""
 import os
 
+import pytest
 from jupyter_client.manager import KernelManager
+
+from .utils import new_kernel
 
 _KERNEL = os.environ["IPYKERNEL_SUITE_KERNEL"]
 _init = KernelManager.__init__
@@ -62,6 +67,12 @@ def _init_with_our_kernel(self, *args, **kwargs):
 
 
 KernelManager.__init__ = _init_with_our_kernel
+
+
+@pytest.fixture
+def kc():
+    with new_kernel() as client:
+        yield client
 '''
 
 PYTEST_INI = """\

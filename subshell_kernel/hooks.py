@@ -27,6 +27,10 @@ logging handlers on fd 2               moved to a copy of the original fd 2, and
 SIGINT, SIGTERM handlers               interrupt, shutdown; both are blocked in every
                                        thread the kernel starts (``block_signals``)
 ``os.environ["MPLBACKEND"]``           matplotlib's inline backend, unless set
+``signal.set_wakeup_fd``               while a GUI loop hosts the parent's loop: the
+                                       waker's socket, so a signal wakes Qt or Tk at
+                                       once (``wake_on_signals``, undone when the GUI
+                                       is turned off)
 =====================================  ==============================================
 
 IPython itself, when the kernel creates its shell, also puts its user
@@ -165,6 +169,22 @@ class InterpreterHooks:
         if "MPLBACKEND" not in os.environ:
             os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
             self._undo.append(lambda: os.environ.pop("MPLBACKEND", None))
+
+    def wake_on_signals(self, fd: int) -> Callable[[], None]:
+        """Make every signal write a byte to ``fd`` (``signal.set_wakeup_fd``), so the
+        loop watching it wakes and the signal's Python handler runs at once (main
+        thread only).  Returns the undo; ``uninstall`` runs it too if still due."""
+        old = signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+        done = False
+
+        def undo() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                signal.set_wakeup_fd(old)
+
+        self._undo.append(undo)
+        return undo
 
     def uninstall(self) -> None:
         """Undo every hook, the last installed first (idempotent)."""

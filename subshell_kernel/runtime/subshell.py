@@ -13,6 +13,12 @@ Invariants:
   code: interrupted by KeyboardInterrupt) or ``"async"`` (a top-level
   ``await`` cell: interrupted by cancelling its cancel scope).  It is changed
   and read under ``_lock``, so an interrupt never lands outside user code.
+- The parent's loop may be replaced between two requests (``%gui``: a
+  ``runtime.mainloop.MainLoop`` runs it natively or inside a GUI).  The
+  inbox is handed from one loop to the next under ``_inbox_lock``: what was
+  delivered before the hand-over is carried over in order, what arrives
+  during it is held and queued after, and ``deliver`` never refuses a
+  message because the loop is being replaced.
 """
 
 from __future__ import annotations
@@ -31,11 +37,13 @@ from ..core.lifecycle import Cycle, Outbox
 from ..core.protocol import Message
 from ..transport.loop import call_soon_threadsafe
 from .context import current_parent
+from .mainloop import MainLoop
 from .threads import clear_pending_exception, raise_in_thread, return_freed_memory
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+_HANDOVER = object()  # the last message of an inbox handed to the parent's next loop
 INTERRUPTED = object()  # put into an input() waiter to interrupt it
 
 
@@ -96,6 +104,7 @@ class Subshell:
     ``handlers``   the shell dispatch table
     ``outbox``     how the lifecycle sends status, replies and flushes output
     ``interrupt_main``  (the parent only) interrupt blocking code on the main thread
+    ``main_loop``  (the parent only) runs its loop, natively or hosted by a GUI
     """
 
     #: seconds an ``await`` cell's loop has to run the cancel before the
@@ -111,6 +120,7 @@ class Subshell:
         backend: str,
         backend_options: dict[str, Any] | None = None,
         interrupt_main: Callable[[], None] | None = None,
+        main_loop: MainLoop | None = None,
     ):
         self.id = subshell_id
         self.state = state
@@ -119,6 +129,7 @@ class Subshell:
         self.backend = backend
         self.backend_options = backend_options or {}
         self._interrupt_main = interrupt_main
+        self._main_loop = main_loop
         self.is_main = subshell_id is None
         #: close the state on this thread when the loop ends (False at shutdown:
         #: the main thread closes it after joining, so finalizers never race SQLite)
@@ -136,9 +147,12 @@ class Subshell:
         self._done = threading.Event()
         #: set by an interrupt: ends an ``_interruptible_sleep`` on this thread
         self.wake = threading.Event()
-        self._call_soon = None
+        self._inbox_lock = threading.Lock()
+        self._call_soon = None  # None until the loop runs, and while it is replaced
         self._send = None
         self._receive = None
+        self._carried: list = []  # the inbox, in order, between two loops of the parent
+        self._held: list = []  # delivered while no loop took deliveries
 
     # -- lifetime (any thread) ----------------------------------------------------------
     def start_thread(self) -> None:
@@ -150,8 +164,11 @@ class Subshell:
     def run(self, on_ready=None) -> None:
         """Run this subshell's loop on the calling thread until ``stop``."""
         try:
-            anyio.run(self._main, on_ready, backend=self.backend,
-                      backend_options=self.backend_options)
+            if self._main_loop is not None:
+                self._main_loop.run(self._main, on_ready)
+            else:
+                anyio.run(self._main, on_ready, backend=self.backend,
+                          backend_options=self.backend_options)
         finally:
             if self._release_on_exit:
                 self.state.close()
@@ -160,12 +177,16 @@ class Subshell:
 
     def deliver(self, msg: Any) -> bool:
         """Queue ``msg`` for this subshell; never blocks.  False if its loop has ended."""
-        if self._done.is_set():
-            return False
-        try:
-            self._call_soon(self._send.send_nowait, msg)
-        except RuntimeError:  # the loop closed (asyncio) or finished (trio) in between
-            return False
+        with self._inbox_lock:  # a hand-over to the parent's next loop waits for this
+            if self._done.is_set():
+                return False
+            if self._call_soon is None:  # no loop takes deliveries now: the next one will
+                self._held.append(msg)
+                return True
+            try:
+                self._call_soon(self._send.send_nowait, msg)
+            except RuntimeError:  # the loop closed (asyncio) or finished (trio) in between
+                return False
         return True
 
     def stop(self, release: bool = True) -> None:
@@ -238,21 +259,26 @@ class Subshell:
                 log.info("interrupt arrived as the code ended; ignored")
 
     # -- the loop ---------------------------------------------------------------------
-    async def _main(self, on_ready) -> None:
-        self._send, self._receive = anyio.create_memory_object_stream(math.inf)
-        self._call_soon = call_soon_threadsafe()
+    async def _main(self, on_ready) -> bool:
+        """Serve the inbox; True when it returns for the parent's loop to be replaced."""
+        self._open_inbox()
         self.thread_ident = threading.get_ident()
         self.state.bind()
         if not self.is_main:
             _this_thread.subshell = self
-        self._ready.set()
-        if on_ready is not None:
-            on_ready()
+        if not self._ready.is_set():
+            self._ready.set()
+            if on_ready is not None:
+                on_ready()
+        main_loop = self._main_loop
         async with self._receive:
             async for msg in self._receive:
                 if msg is _STOP:
                     break
                 await self._handle(msg)
+                if main_loop is not None and main_loop.switch_pending:
+                    await self._hand_over_inbox()
+                    return True
             self.stopping = True
             await anyio.lowlevel.checkpoint()  # deliveries scheduled before the stop land
             while True:  # anything delivered after the stop still gets an answer
@@ -262,6 +288,28 @@ class Subshell:
                     break
                 if msg is not _STOP:
                     await self._handle(msg)
+        return False
+
+    def _open_inbox(self) -> None:
+        """On the loop: a new inbox with what the last loop left, then deliveries."""
+        self._send, self._receive = anyio.create_memory_object_stream(math.inf)
+        with self._inbox_lock:
+            for msg in (*self._carried, *self._held):
+                self._send.send_nowait(msg)
+            self._carried, self._held = [], []
+            self._call_soon = call_soon_threadsafe()
+
+    async def _hand_over_inbox(self) -> None:
+        """Take the inbox off this loop, in order: from now on ``deliver`` holds what
+        arrives; what it scheduled on this loop before lands ahead of ``_HANDOVER``
+        (a loop's thread-safe call-soon runs callbacks in order)."""
+        with self._inbox_lock:
+            call_soon, self._call_soon = self._call_soon, None
+        call_soon(self._send.send_nowait, _HANDOVER)
+        async for msg in self._receive:
+            if msg is _HANDOVER:
+                break
+            self._carried.append(msg)
 
     async def _handle(self, msg: Message) -> None:
         token = current_parent.set(msg.header)
