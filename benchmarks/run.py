@@ -501,6 +501,30 @@ def bench_execute_rtt(k: Kernel, cfg: Config) -> dict:
     return {"execute_rtt": samples}
 
 
+GUIS = ("qt", "tk")
+
+
+def bench_gui_rtt(k: Kernel, cfg: Config) -> dict:
+    """``pass`` round trips while a GUI loop (``%gui qt``, ``%gui tk``) hosts the kernel,
+    to set beside the execute row (the same without).  Each GUI on a fresh kernel:
+    ipykernel cannot switch from one to another.  Needs a display: run under Xvfb
+    (``DISPLAY=:N``)."""
+    if not os.environ.get("DISPLAY"):
+        raise NotSupported("no $DISPLAY: run under an X server (e.g. Xvfb :N; DISPLAY=:N)")
+    out = {}
+    for gui in GUIS:
+        fresh = k.spawn()
+        fresh.start()
+        try:
+            fresh.execute(f"%gui {gui}")
+            # ipykernel's %gui logs an error and succeeds: check that the loop is on
+            fresh.execute(f"assert get_ipython().active_eventloop == {gui!r}, 'no {gui} loop'")
+            out[f"execute_rtt_{gui}"] = bench_execute_rtt(fresh, cfg)["execute_rtt"]
+        finally:
+            fresh.shutdown(now=True)
+    return out
+
+
 def bench_pipeline(k: Kernel, cfg: Config) -> dict:
     k.execute("pass")
     start = time.perf_counter()
@@ -905,6 +929,9 @@ def plan(cfg: Config) -> list[Bench]:
                    bounds="execute_rtt"),
                Row("floor_run_cell", "bare InteractiveShell.run_cell('pass')", "ms",
                    bounds="execute_rtt"))),
+        Bench("execute-gui", bench_gui_rtt,
+              tuple(Row(f"execute_rtt_{gui}", f"execute `pass` rtt, `%gui {gui}` on", "ms")
+                    for gui in GUIS), max(1, cfg.rtt_rounds // 2)),
         Bench("pipeline", bench_pipeline,
               (Row("pipeline", f"pipelined {cfg.pipeline_n} x `pass`", "msg/s", "higher"),),
               cfg.pipeline_rounds),

@@ -32,7 +32,7 @@ def choose_binding(gui: str) -> str:
     if wanted:
         name = _QT_API.get(wanted)
         if name is None:
-            raise GuiUnavailable(f"%gui {gui}: $QT_API={wanted!r} names no Qt binding "
+            raise GuiUnavailable(f"{gui} event loop: $QT_API={wanted!r} names no Qt binding "
                                  f"(one of {', '.join(_QT_API)})")
         candidates = [name]
     else:
@@ -44,10 +44,10 @@ def choose_binding(gui: str) -> str:
             return name
     qt = " or ".join(f"Qt {v}" for v in versions)
     if loaded := [n for n in _BINDINGS if f"{n}.QtCore" in sys.modules]:
-        raise GuiUnavailable(f"%gui {gui}: {loaded[0]} is already loaded; this process "
+        raise GuiUnavailable(f"{gui} event loop: {loaded[0]} is already loaded; this process "
                              f"cannot switch to {qt}")
     raise GuiUnavailable(
-        f"%gui {gui}: no {qt} binding is installed (tried {', '.join(fitting)}); "
+        f"{gui} event loop: no {qt} binding is installed (tried {', '.join(fitting)}); "
         "install one, e.g. `pip install PySide6`"
     )
 
@@ -62,7 +62,7 @@ class QtToolkit:
             self._core = importlib.import_module(f"{binding}.QtCore")
             widgets = importlib.import_module(f"{binding}.QtWidgets")
         except ImportError as e:
-            raise GuiUnavailable(f"%gui {gui}: {binding} is installed but fails to load: "
+            raise GuiUnavailable(f"{gui} event loop: {binding} is installed but fails to load: "
                                  f"{e}") from e
         core = self._core
         self.app: Any = widgets.QApplication.instance() or widgets.QApplication(

@@ -23,7 +23,7 @@ class TkToolkit:
         try:
             import tkinter
         except ImportError as e:
-            raise GuiUnavailable(f"%gui tk: tkinter is not available in this Python ({e}); "
+            raise GuiUnavailable(f"tk event loop: tkinter is not available in this Python ({e}); "
                                  "install Python's Tk support (Debian: python3-tk)") from e
         require_display("%gui tk")
         self._tkinter = tkinter
@@ -37,7 +37,7 @@ class TkToolkit:
         try:
             self.root = self._tkinter.Tk()
         except self._tkinter.TclError as e:
-            raise GuiUnavailable(f"%gui tk: {e}") from e
+            raise GuiUnavailable(f"tk event loop: {e}") from e
         self.root.withdraw()
         self._fire = self.root.register(guarded(self._on_timer))  # once: after() would re-register
         for fd, callback in self._handlers.items():

@@ -1,0 +1,200 @@
+"""GUI event loops on a live kernel: ``%matplotlib qt``, ``%gui tk``, ``%gui`` off, errors.
+
+The kernels run on a virtual screen: this module starts its own Xvfb, which
+picks a free display number itself (``-displayfd``), and hands ``DISPLAY`` to
+the kernels it starts.  Without Xvfb, PySide6 or tkinter the tests skip, and
+fail under SUBSHELL_KERNEL_STRICT=1 (CI): ``scripts/setup.sh`` installs them.
+
+One kernel per backend walks through a session (a GUI timer firing between
+cells and during ``await``, requests pipelined across a switch, a subshell
+answering, interrupts with a Qt window open, the GUI off and on, shutdown
+with windows open); one kernel without a display checks the errors.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from .harness import KernelHarness, skip_unless_strict
+
+
+@pytest.fixture(scope="module")
+def display():
+    """A private X server (Xvfb) for this module; yields its DISPLAY value."""
+    if shutil.which("Xvfb") is None:
+        skip_unless_strict("Xvfb is not installed (Debian: xvfb)")
+    read_end, write_end = os.pipe()
+    server = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_end), "-nolisten", "tcp", "-screen", "0", "800x600x24"],
+        pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end) as f:
+            number = f.readline().strip()  # written once the server accepts clients
+        if not number:
+            pytest.fail(f"Xvfb did not start (exit status {server.wait(5)})")
+        yield f":{number}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def require(module: str, what: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        skip_unless_strict(f"{what} is not installed")
+
+
+@pytest.fixture(params=["subshell", "subshell-trio"], ids=["asyncio", "trio"])
+def gui_kernel(request, display):
+    require("PySide6", "PySide6 (the test extras install it)")
+    require("tkinter", "tkinter (Python's Tk support)")
+    require("matplotlib", "matplotlib")
+    k = KernelHarness(request.param, env=dict(os.environ, DISPLAY=display))
+    yield k
+    k.close()
+
+
+def ok(k: KernelHarness, code: str, subshell_id: str | None = None) -> str:
+    """Run ``code``; assert it succeeded with nothing on stderr; return its stdout."""
+    reply, _ = k.run(code, subshell_id)
+    msg_id = reply["parent_header"]["msg_id"]
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert k.stdout(msg_id, "stderr") == ""
+    return k.stdout(msg_id)
+
+
+def value(k: KernelHarness, expr: str) -> int:
+    return int(ok(k, f"print({expr})"))
+
+
+def ticks_while_idle(k: KernelHarness, seconds: float) -> int:
+    before = value(k, "ticks[0]")
+    time.sleep(seconds)
+    return value(k, "ticks[0]") - before
+
+
+def interrupted_after(k: KernelHarness, code: str, subshell_id: str | None = None) -> float:
+    """Seconds from SIGINT to the reply of a blocking ``code`` (a KeyboardInterrupt)."""
+    msg_id = k.execute(code, subshell_id)
+    time.sleep(0.5)
+    start = time.monotonic()
+    k.km.interrupt_kernel()
+    reply = k.reply(msg_id, timeout=10)
+    assert reply["content"].get("ename") == "KeyboardInterrupt", reply["content"]
+    return time.monotonic() - start
+
+
+QT_FIGURE_TIMER = """\
+import matplotlib, matplotlib.pyplot as plt
+fig = plt.figure()
+ticks = [0]
+timer = fig.canvas.new_timer(interval=10)
+timer.add_callback(lambda: ticks.__setitem__(0, ticks[0] + 1))
+timer.start()
+print(matplotlib.get_backend())
+"""
+
+TK_TIMER = """\
+import tkinter
+ticks = [0]
+root = tkinter._default_root
+def tick():
+    ticks[0] += 1
+    root.after(10, tick)
+root.after(10, tick)
+"""
+
+
+def test_a_gui_loop_hosts_the_kernel(gui_kernel):
+    k = gui_kernel
+    # %matplotlib qt: a figure's Qt timer fires between cells and during await
+    assert ok(k, "%matplotlib qt") == ""
+    assert ok(k, QT_FIGURE_TIMER).strip() == "qtagg"
+    assert ticks_while_idle(k, 0.5) >= 5
+    during = ok(k, "import anyio\nn = ticks[0]\nawait anyio.sleep(0.5)\nprint(ticks[0] - n)")
+    assert int(during) >= 5
+
+    # a subshell answers on its own thread while the GUI loop runs the parent
+    subshell_id = k.create_subshell()
+    parent = k.execute("await anyio.sleep(1)")
+    assert ok(k, "import threading; print(threading.current_thread().name)",
+              subshell_id).startswith("subshell-")
+    assert k.reply(parent)["content"]["status"] == "ok"
+
+    # interrupts with a Qt window open: blocking code in the parent, and in a subshell
+    # while the parent waits in Qt (the signal must wake the Qt loop to be handled)
+    ok(k, "from PySide6 import QtWidgets\nwindow = QtWidgets.QLabel('a window'); window.show()")
+    assert interrupted_after(k, "import time; time.sleep(30)") < 3
+    assert interrupted_after(k, "import time; time.sleep(30)", subshell_id) < 1.5
+    assert ticks_while_idle(k, 0.3) >= 3
+
+    # %gui: off; the timer stops.  Then %gui tk, with requests pipelined across the
+    # switch: none is lost or refused, all run in order on the new loop
+    ok(k, "timer.stop(); window.close(); plt.close('all')\n%gui")
+    assert ticks_while_idle(k, 0.3) <= 1
+    ok(k, "n = 0")
+    ids = [k.execute("%gui tk"), *(k.execute("n += 1") for _ in range(20))]
+    assert [k.reply(i)["content"]["status"] for i in ids] == ["ok"] * 21
+    assert value(k, "n") == 20
+    ok(k, TK_TIMER)
+    assert ticks_while_idle(k, 0.5) >= 5
+
+    # shutdown with a window open: it closes, the GUI loop ends, the process exits 0
+    ok(k, "top = tkinter.Toplevel(root); tkinter.Label(top, text='open').pack()")
+    k.kc.shutdown()
+    assert k.km.provisioner.process.wait(10) == 0
+
+
+@pytest.fixture(scope="module")
+def headless_kernel():
+    env = {name: v for name, v in os.environ.items() if name not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    k = KernelHarness("subshell", env=env)
+    yield k
+    k.close()
+
+
+def error_of(k: KernelHarness, code: str) -> str:
+    reply, _ = k.run(code)
+    assert reply["content"]["status"] == "error", reply["content"]
+    assert reply["content"]["ename"] == "UsageError"
+    return reply["content"]["evalue"]
+
+
+@pytest.mark.parametrize("code", ["%gui qt", "%matplotlib qt", "%gui tk", "%matplotlib tk"])
+def test_no_display_is_an_error_that_says_so(headless_kernel, code):
+    require("PySide6", "PySide6 (the test extras install it)")
+    require("tkinter", "tkinter (Python's Tk support)")
+    assert "no display ($DISPLAY is not set)" in error_of(headless_kernel, code)
+    assert value(headless_kernel, "6 * 7") == 42  # Qt did not abort the process
+
+
+def test_a_display_nobody_answers_is_an_error_that_says_so(headless_kernel):
+    require("PySide6", "PySide6 (the test extras install it)")
+    k = headless_kernel
+    ok(k, "import os; os.environ['DISPLAY'] = ':65000'")  # no X server there
+    try:
+        assert "cannot open the display ':65000'" in error_of(k, "%gui qt")
+    finally:
+        ok(k, "del os.environ['DISPLAY']")
+    assert value(k, "6 * 7") == 42
+
+
+def test_a_missing_toolkit_is_an_error_that_says_which(headless_kernel):
+    k = headless_kernel
+    if importlib.util.find_spec("PyQt5") or importlib.util.find_spec("PySide2"):
+        pytest.skip("a Qt 5 binding is installed here")
+    assert "no Qt 5 binding is installed (tried PyQt5, PySide2)" in error_of(k, "%gui qt5")
+    ok(k, "import sys; sys.modules['tkinter'] = None")  # as in a Python built without Tk
+    try:
+        assert "tkinter is not available" in error_of(k, "%gui tk")
+    finally:
+        ok(k, "del sys.modules['tkinter']")
+    assert "'wx' is not supported" in error_of(k, "%gui wx")
+    assert value(k, "6 * 7") == 42
