@@ -91,8 +91,8 @@ def interrupted_after(k: KernelHarness, code: str, subshell_id: str | None = Non
     return time.monotonic() - start
 
 
-QT_FIGURE_TIMER = """\
-import matplotlib, matplotlib.pyplot as plt
+FIGURE_TIMER = """\
+import anyio, time, matplotlib, matplotlib.pyplot as plt
 fig = plt.figure()
 ticks = [0]
 timer = fig.canvas.new_timer(interval=10)
@@ -101,53 +101,90 @@ timer.start()
 print(matplotlib.get_backend())
 """
 
-TK_TIMER = """\
+RAW_TIMER = {
+    "qt": """\
+from PySide6 import QtCore, QtWidgets
+ticks = [0]
+timer = QtCore.QTimer()
+timer.timeout.connect(lambda: ticks.__setitem__(0, ticks[0] + 1))
+timer.start(10)
+window = QtWidgets.QLabel('a window'); window.show()
+""",
+    "tk": """\
 import tkinter
 ticks = [0]
-root = tkinter._default_root
+window = tkinter.Toplevel(tkinter._default_root); tkinter.Label(window, text='open').pack()
 def tick():
     ticks[0] += 1
-    root.after(10, tick)
-root.after(10, tick)
-"""
+    window.after(10, tick)
+window.after(10, tick)
+""",
+}
 
 
-def test_a_gui_loop_hosts_the_kernel(gui_kernel):
-    k = gui_kernel
-    # %matplotlib qt: a figure's Qt timer fires between cells and during await
-    assert ok(k, "%matplotlib qt") == ""
-    assert ok(k, QT_FIGURE_TIMER).strip() == "qtagg"
+def check_timer_fires(k: KernelHarness) -> None:
+    """The GUI's timer fires while the kernel is idle, and during an ``await`` cell."""
     assert ticks_while_idle(k, 0.5) >= 5
     during = ok(k, "import anyio\nn = ticks[0]\nawait anyio.sleep(0.5)\nprint(ticks[0] - n)")
     assert int(during) >= 5
 
-    # a subshell answers on its own thread while the GUI loop runs the parent
+
+def check_interrupts(k: KernelHarness, subshell_id: str) -> None:
+    """Blocking code in the parent, and in a subshell while the parent waits in the GUI
+    loop (the signal must wake that loop to be handled at all)."""
+    assert interrupted_after(k, "import time; time.sleep(30)") < 3
+    assert interrupted_after(k, "import time; time.sleep(30)", subshell_id) < 1.5
+    assert ticks_while_idle(k, 0.3) >= 3
+
+
+def test_a_gui_loop_hosts_the_kernel(gui_kernel):
+    """asyncio: %matplotlib tk, then %gui qt; trio: %matplotlib qt, then %gui tk."""
+    k = gui_kernel
+    first, second = ("tk", "qt") if "trio" not in k.km.kernel_name else ("qt", "tk")
+    # a figure's timer fires between cells and during await
+    assert ok(k, f"%matplotlib {first}") == ""
+    assert ok(k, FIGURE_TIMER).strip() == f"{first}agg"
+    check_timer_fires(k)
+
+    # plt.pause runs a GUI loop inside the cell: the figure's timer keeps firing, the
+    # loop is not re-entered, and a request sent meanwhile runs after it
+    paused = k.execute("n, t = ticks[0], time.monotonic(); plt.pause(1.0)\n"
+                       "print(ticks[0] - n, time.monotonic() - t)")
+    time.sleep(0.3)
+    queued = k.execute("print('after the pause')")
+    k.reply(queued)
+    count, seconds = k.stdout(paused).split()
+    assert int(count) >= 20 and float(seconds) < 1.6
+    assert k.stdout(queued) == "after the pause\n"
+
+    # a subshell answers on its own thread while the parent's await cell runs in the GUI
     subshell_id = k.create_subshell()
     parent = k.execute("await anyio.sleep(1)")
     assert ok(k, "import threading; print(threading.current_thread().name)",
               subshell_id).startswith("subshell-")
     assert k.reply(parent)["content"]["status"] == "ok"
+    if first == "qt":  # interrupts with the figure's Qt window open
+        check_interrupts(k, subshell_id)
 
-    # interrupts with a Qt window open: blocking code in the parent, and in a subshell
-    # while the parent waits in Qt (the signal must wake the Qt loop to be handled)
-    ok(k, "from PySide6 import QtWidgets\nwindow = QtWidgets.QLabel('a window'); window.show()")
-    assert interrupted_after(k, "import time; time.sleep(30)") < 3
-    assert interrupted_after(k, "import time; time.sleep(30)", subshell_id) < 1.5
-    assert ticks_while_idle(k, 0.3) >= 3
-
-    # %gui: off; the timer stops.  Then %gui tk, with requests pipelined across the
-    # switch: none is lost or refused, all run in order on the new loop
-    ok(k, "timer.stop(); window.close(); plt.close('all')\n%gui")
+    # %gui: off; the timer stops
+    ok(k, "timer.stop(); plt.close('all'); ticks[0] = 0\n%gui")
+    ok(k, "ticks[0] = 0; fig = plt.figure(); timer = fig.canvas.new_timer(interval=10)\n"
+          "timer.add_callback(lambda: ticks.__setitem__(0, ticks[0] + 1)); timer.start()")
     assert ticks_while_idle(k, 0.3) <= 1
+    ok(k, "timer.stop()")
+
+    # the other GUI, with requests pipelined across the switch: none is lost or
+    # refused, all run in order on the new loop
     ok(k, "n = 0")
-    ids = [k.execute("%gui tk"), *(k.execute("n += 1") for _ in range(20))]
+    ids = [k.execute(f"%gui {second}"), *(k.execute("n += 1") for _ in range(20))]
     assert [k.reply(i)["content"]["status"] for i in ids] == ["ok"] * 21
     assert value(k, "n") == 20
-    ok(k, TK_TIMER)
-    assert ticks_while_idle(k, 0.5) >= 5
+    ok(k, RAW_TIMER[second])
+    check_timer_fires(k)
+    if second == "qt":  # interrupts with a Qt window open
+        check_interrupts(k, subshell_id)
 
     # shutdown with a window open: it closes, the GUI loop ends, the process exits 0
-    ok(k, "top = tkinter.Toplevel(root); tkinter.Label(top, text='open').pack()")
     k.kc.shutdown()
     assert k.km.provisioner.process.wait(10) == 0
 

@@ -70,14 +70,15 @@ class Waker:
             if self._armed:
                 return
             self._armed = True
-        try:
-            self._write.send(b"\0")
-        except BlockingIOError:  # full: a wake-up is pending anyway
-            pass
+        self._poke()
 
     def on_readable(self) -> None:
         """Main thread, from the toolkit: run what is queued (any signal handler has
-        run by now: it runs before the first bytecode of this callback)."""
+        run by now: it runs before the first bytecode of this callback).
+
+        Runs one batch, what was queued when it began; what the batch queues waits
+        for the next wake-up, so the GUI handles its own events in between.
+        """
         try:
             while self._read.recv(4096):
                 pass
@@ -87,18 +88,26 @@ class Waker:
             return
         self._draining = True
         try:
-            while True:
-                with self._lock:
-                    if not self._queue:
-                        self._armed = False
-                        return
-                    fn = self._queue.popleft()
+            with self._lock:
+                batch = list(self._queue)
+                self._queue.clear()
+            for fn in batch:
                 try:
                     fn()
                 except BaseException:  # noqa: BLE001  (never into the toolkit)
                     log.exception("error in a callback of the parent's loop")
         finally:
             self._draining = False
+            with self._lock:
+                self._armed = bool(self._queue)
+                if self._armed:
+                    self._poke()
+
+    def _poke(self) -> None:
+        try:
+            self._write.send(b"\0")
+        except BlockingIOError:  # full: a wake-up is pending anyway
+            pass
 
     def close(self) -> None:
         self._read.close()
@@ -126,11 +135,12 @@ def run_trio(toolkit: Toolkit, waker: Waker, fn: Callable[..., Awaitable[Any]], 
     return done[0].unwrap()
 
 
-def run_asyncio(toolkit: Toolkit, fn: Callable[..., Awaitable[Any]], *args) -> Any:
+def run_asyncio(toolkit: Toolkit, waker: Waker, fn: Callable[..., Awaitable[Any]],
+                *args) -> Any:
     """Run ``fn(*args)`` on a new stdlib asyncio loop stepped by ``toolkit``."""
     loop = asyncio.SelectorEventLoop()
     asyncio.set_event_loop(loop)  # as asyncio.Runner does, for get_event_loop()
-    stepper = _SteppedLoop(loop, toolkit)
+    stepper = _SteppedLoop(loop, toolkit, waker)
     try:
         task = loop.create_task(fn(*args))
         task.add_done_callback(lambda _task: toolkit.quit())
@@ -153,12 +163,16 @@ def run_toolkit(toolkit: Toolkit) -> None:
 
 
 class _SteppedLoop:
-    """An asyncio loop run one iteration at a time by a toolkit: on its selector's fd
-    and on a timer for its next timed callback."""
+    """An asyncio loop run one iteration at a time by a toolkit: on its selector's fd,
+    on a timer for its next timed callback, and through the waker when callbacks are
+    ready now.  (Not a 0 ms timer: a cell would then run inside a Tcl timer
+    handler, where a nested Tk loop such as ``plt.pause`` starves Tk's timers.)"""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, toolkit: Toolkit):
+    def __init__(self, loop: asyncio.AbstractEventLoop, toolkit: Toolkit, waker: Waker):
         self.loop = loop
         self.toolkit = toolkit
+        self.waker = waker
+        self._soon = False
         self.fd = loop._selector.fileno()  # type: ignore[attr-defined]
         self._watching = False
         self._stopped = False
@@ -180,6 +194,10 @@ class _SteppedLoop:
             self.toolkit.unwatch(self.fd)
         self._watching = on
 
+    def _step_soon(self) -> None:
+        self._soon = False
+        self.step()
+
     def step(self) -> None:
         loop = self.loop
         if self._stopped or loop.is_closed():
@@ -198,7 +216,10 @@ class _SteppedLoop:
     def _arm(self) -> None:
         loop: Any = self.loop
         if loop._ready:
-            self.toolkit.set_timer(0, self.step)
+            self.toolkit.set_timer(None, self.step)
+            if not self._soon:
+                self._soon = True
+                self.waker.call_soon_threadsafe(self._step_soon)
         elif loop._scheduled:
             delay = loop._scheduled[0].when() - loop.time()
             self.toolkit.set_timer(max(0, math.ceil(delay * 1000)), self.step)

@@ -116,7 +116,7 @@ class MainLoop:
         try:
             if self.backend == "trio":
                 return run_trio(toolkit, waker, serve, *args)
-            return run_asyncio(toolkit, serve, *args)
+            return run_asyncio(toolkit, waker, serve, *args)
         finally:
             undo_wakeup()
             toolkit.unwatch(waker.fileno())
