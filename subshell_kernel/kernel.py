@@ -12,6 +12,7 @@ Threads (the map in docs/architecture.md says what each waits in):
     subshell-<id>  one child subshell each (AnyIO loop)
     parent-watch   only when launched by jupyter_client: exits if the launcher died
     exit-watchdog  from a shutdown request on: ends the process if shutdown hangs
+    (trio I/O)     only on trio with a GUI on: trio's guest mode waits for I/O there
     (a timer)      0.2 s after an interrupt of an ``await`` cell, escalates if the
                    loop is blocked (``Subshell.interrupt``)
 
