@@ -28,6 +28,7 @@ import logging
 import math
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -168,6 +169,10 @@ class _SteppedLoop:
     ready now.  (Not a 0 ms timer: a cell would then run inside a Tcl timer
     handler, where a nested Tk loop such as ``plt.pause`` starves Tk's timers.)"""
 
+    #: seconds one wake-up may keep running iterations whose callbacks are ready at
+    #: once (a request's chain: delivery, task, reply), before the GUI gets a turn
+    BUDGET = 0.002
+
     def __init__(self, loop: asyncio.AbstractEventLoop, toolkit: Toolkit, waker: Waker):
         self.loop = loop
         self.toolkit = toolkit
@@ -206,8 +211,12 @@ class _SteppedLoop:
             self._watch(False)  # the fd stays readable: the nested loop would spin
             return
         try:
-            loop.stop()
-            loop.run_forever()  # with stop() first: exactly one iteration
+            budget = time.monotonic() + self.BUDGET
+            while True:
+                loop.stop()
+                loop.run_forever()  # with stop() first: exactly one iteration
+                if not ready(loop) or self._stopped or time.monotonic() > budget:
+                    break
         finally:
             if not self._stopped:
                 self._watch(True)
@@ -215,7 +224,7 @@ class _SteppedLoop:
 
     def _arm(self) -> None:
         loop: Any = self.loop
-        if loop._ready:
+        if ready(loop):
             self.toolkit.set_timer(None, self.step)
             if not self._soon:
                 self._soon = True
@@ -225,6 +234,11 @@ class _SteppedLoop:
             self.toolkit.set_timer(max(0, math.ceil(delay * 1000)), self.step)
         else:
             self.toolkit.set_timer(None, self.step)
+
+
+def ready(loop: Any) -> bool:
+    """Has the loop callbacks to run now?  (``_ready``: asyncio's own, since 3.4.)"""
+    return bool(loop._ready)
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:

@@ -27,13 +27,14 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
 
 from .guests import Waker, run_asyncio, run_trio
-from .gui import Toolkit, make_toolkit
+from .gui import GuiUnavailable, Toolkit, make_toolkit
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class MainLoop:
     def prepare(self, gui: str) -> None:
         """Create ``gui``'s toolkit (its application, e.g. the QApplication) if not yet
         done; ``GuiUnavailable`` if it cannot run here."""
+        if sys.platform == "win32":  # no pollable selector, no Tcl file handlers
+            raise GuiUnavailable("GUI event loops are supported on Linux and macOS")
         if gui not in self._toolkits:
             self._toolkits[gui] = self._make(gui)
 
