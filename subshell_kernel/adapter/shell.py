@@ -40,7 +40,6 @@ from IPython.core.error import UsageError
 from IPython.core.history import HistoryManager
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.pylabtools import find_gui_and_backend
 
 from ..runtime.context import get_parent, is_muted
 from ..runtime.gui import GuiUnavailable
@@ -260,6 +259,8 @@ class KernelShell(InteractiveShell):
     def enable_matplotlib(self, gui=None):
         """``%matplotlib qt|tk``: check the GUI before matplotlib switches backend, so
         that an error says what is missing (matplotlib would only say "headless")."""
+        from IPython.core.pylabtools import find_gui_and_backend  # as IPython: on first use
+
         wanted, _backend = find_gui_and_backend(gui, self.pylab_gui_select)
         if wanted not in (None, "inline"):
             self._gui_loop(wanted).prepare(wanted)

@@ -22,7 +22,6 @@ readable) until the outer step returns, so a nested loop does not spin.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import math
@@ -30,9 +29,12 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .gui.base import Toolkit
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,8 @@ def run_trio(toolkit: Toolkit, waker: Waker, fn: Callable[..., Awaitable[Any]], 
 def run_asyncio(toolkit: Toolkit, waker: Waker, fn: Callable[..., Awaitable[Any]],
                 *args) -> Any:
     """Run ``fn(*args)`` on a new stdlib asyncio loop stepped by ``toolkit``."""
+    import asyncio  # here: a trio kernel never imports asyncio
+
     loop = asyncio.SelectorEventLoop()
     asyncio.set_event_loop(loop)  # as asyncio.Runner does, for get_event_loop()
     stepper = _SteppedLoop(loop, toolkit, waker)
@@ -245,6 +249,8 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
     """What ``asyncio.Runner.close`` does: cancel what is left, shut down async
     generators and the default executor, close.  The GUI loop has ended: this
     runs the loop natively for the last steps."""
+    import asyncio
+
     try:
         tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
         for task in tasks:

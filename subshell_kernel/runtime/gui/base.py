@@ -17,8 +17,6 @@ Invariants:
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import sys
@@ -97,6 +95,8 @@ def require_display(toolkit: str) -> None:
 
 def _x_display_opens(display: str) -> bool:
     """Can libX11 open ``display``?  True if libX11 is absent (then let the toolkit say)."""
+    import ctypes.util  # the standard library's; only when a toolkit is enabled
+
     name = ctypes.util.find_library("X11")
     if name is None:
         return True
