@@ -9,9 +9,10 @@ toolkit's loop (``runtime.gui.base.Toolkit``), and nothing polls:
 - asyncio: a stdlib selector loop whose selector (epoll, kqueue) is itself a
   pollable file descriptor: readable whenever one of the loop's descriptors
   is, the self-pipe of ``call_soon_threadsafe`` included.  The toolkit
-  watches it and a one-shot timer fires when the loop's next timed callback
-  is due; each wake-up runs one iteration of the loop
-  (``loop.stop(); loop.run_forever()``).  No helper thread.  uvloop has no
+  watches it, a one-shot timer fires when the loop's next timed callback is
+  due, and the waker when callbacks are ready now; a wake-up runs iterations
+  of the loop (``loop.stop(); loop.run_forever()``) while callbacks are
+  ready, within ``_SteppedLoop.BUDGET``.  No helper thread.  uvloop has no
   such descriptor, so a GUI session always runs on asyncio's own loop.
 
 A GUI loop nested inside a callback of the loop (``plt.pause``, a modal

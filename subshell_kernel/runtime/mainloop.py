@@ -88,11 +88,6 @@ class MainLoop:
     def switch_pending(self) -> bool:
         return self._pending is not _UNCHANGED
 
-    def toolkit(self) -> Toolkit | None:
-        """The toolkit that hosts the loop now, or will from the next request on."""
-        gui = self.gui if self._pending is _UNCHANGED else self._pending
-        return None if gui is None else self._toolkits[gui]
-
     # -- the main thread's life ---------------------------------------------------------
     def run(self, serve: Serve, *args: Any) -> None:
         """Run ``serve(*args)`` on the current loop, and again on the next one for as

@@ -147,7 +147,8 @@ class Subshell:
         self._done = threading.Event()
         #: set by an interrupt: ends an ``_interruptible_sleep`` on this thread
         self.wake = threading.Event()
-        self._inbox_lock = threading.Lock()
+        #: re-entrant: the main thread's signal handlers deliver (a shutdown's stop)
+        self._inbox_lock = threading.RLock()
         self._call_soon = None  # None until the loop runs, and while it is replaced
         self._send = None
         self._receive = None
@@ -294,10 +295,12 @@ class Subshell:
         """On the loop: a new inbox with what the last loop left, then deliveries."""
         self._send, self._receive = anyio.create_memory_object_stream(math.inf)
         with self._inbox_lock:
-            for msg in (*self._carried, *self._held):
-                self._send.send_nowait(msg)
-            self._carried, self._held = [], []
+            # deliveries from now on are scheduled, so they land after what is put in here
+            # (a signal handler may deliver in between: before this line, into _held)
             self._call_soon = call_soon_threadsafe()
+            for pending in (self._carried, self._held):
+                while pending:
+                    self._send.send_nowait(pending.pop(0))
 
     async def _hand_over_inbox(self) -> None:
         """Take the inbox off this loop, in order: from now on ``deliver`` holds what
