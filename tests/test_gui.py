@@ -154,7 +154,7 @@ def test_a_gui_loop_hosts_the_kernel(gui_kernel):
     queued = k.execute("print('after the pause')")
     k.reply(queued)
     count, seconds = k.stdout(paused).split()
-    assert int(count) >= 20 and float(seconds) < 1.6
+    assert int(count) >= 20 and float(seconds) < 2.0  # starved: 4 ticks, 2.3 s
     assert k.stdout(queued) == "after the pause\n"
 
     # a subshell answers on its own thread while the parent's await cell runs in the GUI
@@ -166,7 +166,7 @@ def test_a_gui_loop_hosts_the_kernel(gui_kernel):
     if first == "qt":  # interrupts with the figure's Qt window open
         check_interrupts(k, subshell_id)
 
-    # %gui: off; the timer stops
+    # %gui: off; with no GUI loop running, a new figure's timer never fires
     ok(k, "timer.stop(); plt.close('all'); ticks[0] = 0\n%gui")
     ok(k, "ticks[0] = 0; fig = plt.figure(); timer = fig.canvas.new_timer(interval=10)\n"
           "timer.add_callback(lambda: ticks.__setitem__(0, ticks[0] + 1)); timer.start()")
@@ -184,7 +184,7 @@ def test_a_gui_loop_hosts_the_kernel(gui_kernel):
     if second == "qt":  # interrupts with a Qt window open
         check_interrupts(k, subshell_id)
 
-    # shutdown with a window open: it closes, the GUI loop ends, the process exits 0
+    # shutdown with a window open: the GUI loop ends and the process exits 0
     k.kc.shutdown()
     assert k.km.provisioner.process.wait(10) == 0
 

@@ -13,16 +13,19 @@ Invariants:
   code: interrupted by KeyboardInterrupt) or ``"async"`` (a top-level
   ``await`` cell: interrupted by cancelling its cancel scope).  It is changed
   and read under ``_lock``, so an interrupt never lands outside user code.
-- The parent's loop may be replaced between two requests (``%gui``: a
-  ``runtime.mainloop.MainLoop`` runs it natively or inside a GUI).  The
-  inbox is handed from one loop to the next under ``_inbox_lock``: what was
-  delivered before the hand-over is carried over in order, what arrives
-  during it is held and queued after, and ``deliver`` never refuses a
-  message because the loop is being replaced.
+- ``deliver`` appends to ``_incoming`` (a deque: no lock, safe from a signal
+  handler) and schedules ``_pull`` on the loop, which moves it into the
+  loop's inbox.  So the parent's loop can be replaced between two requests
+  (``%gui``: a ``runtime.mainloop.MainLoop`` runs it natively or inside a
+  GUI) without losing or refusing a message: the old loop stops pulling and
+  its inbox is carried over, in order; what it did not pull stays in
+  ``_incoming`` for the next loop, whose first ``_pull`` comes after it has
+  taken over ``_call_soon``.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import queue
@@ -43,7 +46,6 @@ from .threads import clear_pending_exception, raise_in_thread, return_freed_memo
 log = logging.getLogger(__name__)
 
 _STOP = object()
-_HANDOVER = object()  # the last message of an inbox handed to the parent's next loop
 INTERRUPTED = object()  # put into an input() waiter to interrupt it
 
 
@@ -147,13 +149,13 @@ class Subshell:
         self._done = threading.Event()
         #: set by an interrupt: ends an ``_interruptible_sleep`` on this thread
         self.wake = threading.Event()
-        #: re-entrant: the main thread's signal handlers deliver (a shutdown's stop)
-        self._inbox_lock = threading.RLock()
         self._call_soon = None  # None until the loop runs, and while it is replaced
         self._send = None
         self._receive = None
+        self._incoming: collections.deque = collections.deque()  # delivered, not pulled yet
+        self._pulling = False  # this loop's inbox takes what is delivered
         self._carried: list = []  # the inbox, in order, between two loops of the parent
-        self._held: list = []  # delivered while no loop took deliveries
+        self._final = False  # the loop has ended for good: deliveries are refused
 
     # -- lifetime (any thread) ----------------------------------------------------------
     def start_thread(self) -> None:
@@ -178,16 +180,16 @@ class Subshell:
 
     def deliver(self, msg: Any) -> bool:
         """Queue ``msg`` for this subshell; never blocks.  False if its loop has ended."""
-        with self._inbox_lock:  # a hand-over to the parent's next loop waits for this
-            if self._done.is_set():
-                return False
-            if self._call_soon is None:  # no loop takes deliveries now: the next one will
-                self._held.append(msg)
-                return True
-            try:
-                self._call_soon(self._send.send_nowait, msg)
-            except RuntimeError:  # the loop closed (asyncio) or finished (trio) in between
-                return False
+        if self._final or self._done.is_set():
+            return False
+        self._incoming.append(msg)
+        call_soon = self._call_soon  # read after the append (see the module's invariants)
+        if call_soon is None:  # no loop yet, or between two: the next one pulls it
+            return True
+        try:
+            call_soon(self._pull)
+        except RuntimeError:  # that loop has closed: the next one pulls it, if there is one
+            return not self._final
         return True
 
     def stop(self, release: bool = True) -> None:
@@ -278,10 +280,11 @@ class Subshell:
                     break
                 await self._handle(msg)
                 if main_loop is not None and main_loop.switch_pending:
-                    await self._hand_over_inbox()
+                    self._hand_over_inbox()
                     return True
             self.stopping = True
             await anyio.lowlevel.checkpoint()  # deliveries scheduled before the stop land
+            self._pull()
             while True:  # anything delivered after the stop still gets an answer
                 try:
                     msg = self._receive.receive_nowait()
@@ -289,30 +292,36 @@ class Subshell:
                     break
                 if msg is not _STOP:
                     await self._handle(msg)
+        self._final = True
         return False
 
     def _open_inbox(self) -> None:
-        """On the loop: a new inbox with what the last loop left, then deliveries."""
+        """On the loop: a new inbox with what the last loop left, then what was delivered."""
         self._send, self._receive = anyio.create_memory_object_stream(math.inf)
-        with self._inbox_lock:
-            # deliveries from now on are scheduled, so they land after what is put in here
-            # (a signal handler may deliver in between: before this line, into _held)
-            self._call_soon = call_soon_threadsafe()
-            for pending in (self._carried, self._held):
-                while pending:
-                    self._send.send_nowait(pending.pop(0))
+        for msg in self._carried:
+            self._send.send_nowait(msg)
+        self._carried = []
+        self._pulling = True
+        self._call_soon = call_soon_threadsafe()
+        self._pull()  # what arrived while no loop pulled
 
-    async def _hand_over_inbox(self) -> None:
-        """Take the inbox off this loop, in order: from now on ``deliver`` holds what
-        arrives; what it scheduled on this loop before lands ahead of ``_HANDOVER``
-        (a loop's thread-safe call-soon runs callbacks in order)."""
-        with self._inbox_lock:
-            call_soon, self._call_soon = self._call_soon, None
-        call_soon(self._send.send_nowait, _HANDOVER)
-        async for msg in self._receive:
-            if msg is _HANDOVER:
-                break
-            self._carried.append(msg)
+    def _pull(self) -> None:
+        """On the loop: move what was delivered into its inbox, in order."""
+        if not self._pulling:  # a call scheduled on a loop that has handed its inbox over
+            return
+        incoming, send = self._incoming, self._send.send_nowait
+        while incoming:
+            send(incoming.popleft())
+
+    def _hand_over_inbox(self) -> None:
+        """On the loop, before it ends for the next: stop pulling, carry the inbox over."""
+        self._pulling = False
+        self._call_soon = None
+        while True:
+            try:
+                self._carried.append(self._receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                return
 
     async def _handle(self, msg: Message) -> None:
         token = current_parent.set(msg.header)
@@ -340,5 +349,5 @@ class Subshell:
 
     async def abort_queued(self) -> None:
         """Abort the executes queued now (``stop_on_error``); later ones run."""
-        await anyio.lowlevel.checkpoint()  # let deliveries already scheduled land
+        self._pull()  # count what has been delivered, pulled or not
         self._abort_remaining = self._receive.statistics().current_buffer_used + 1
