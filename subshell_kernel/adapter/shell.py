@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -253,7 +254,8 @@ class KernelShell(InteractiveShell):
         """Host the parent subshell's loop in ``gui``'s loop after this request (None,
         ``inline``: natively).  ``UsageError`` if it cannot; then nothing changes."""
         gui = None if gui in (None, "", "inline") else gui
-        self._gui_loop(gui).switch(gui)
+        with _as_usage_error():
+            self._gui_loop(gui).switch(gui)
         self.active_eventloop = gui
 
     def enable_matplotlib(self, gui=None):
@@ -263,7 +265,8 @@ class KernelShell(InteractiveShell):
 
         wanted, _backend = find_gui_and_backend(gui, self.pylab_gui_select)
         if wanted not in (None, "inline"):
-            self._gui_loop(wanted).prepare(wanted)
+            with _as_usage_error():
+                self._gui_loop(wanted).prepare(wanted)
         return super().enable_matplotlib(gui)
 
     def _gui_loop(self, gui: str | None):
@@ -274,7 +277,7 @@ class KernelShell(InteractiveShell):
                 threading.main_thread():
             raise UsageError("GUI event loops run on the main thread: use %gui or "
                              "%matplotlib in the parent subshell, not in a child subshell")
-        return _UsageErrors(self.main_loop)
+        return self.main_loop
 
     def publish(self, msg_type: str, content: dict, metadata=None, buffers=None) -> None:
         parent = get_parent()
@@ -324,23 +327,13 @@ class KernelShell(InteractiveShell):
         self.write_payload({"source": "page", "data": data, "start": start})
 
 
-class _UsageErrors:
-    """The main loop's ``prepare`` and ``switch``, with ``GuiUnavailable`` as ``UsageError``."""
-
-    def __init__(self, main_loop):
-        self._main_loop = main_loop
-
-    def prepare(self, gui: str) -> None:
-        try:
-            self._main_loop.prepare(gui)
-        except GuiUnavailable as e:
-            raise UsageError(str(e)) from None
-
-    def switch(self, gui: str | None) -> None:
-        try:
-            self._main_loop.switch(gui)
-        except GuiUnavailable as e:
-            raise UsageError(str(e)) from None
+@contextmanager
+def _as_usage_error():
+    """``GuiUnavailable`` as IPython's ``UsageError``: an error reply, no traceback."""
+    try:
+        yield
+    except GuiUnavailable as e:
+        raise UsageError(str(e)) from None
 
 
 @magics_class
