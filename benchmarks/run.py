@@ -947,7 +947,7 @@ def plan(cfg: Config) -> list[Bench]:
               (Row("execute_rtt_paced", f"execute `pass` rtt, {GUI_PACE * 1000:g} ms apart", "ms"),
                *(Row(f"execute_rtt_{gui}", f"the same with `%gui {gui}` on", "ms")
                  for gui in GUIS),
-               Row("gui_hangs", f"GUI sessions left hanging (of {len(GUIS)})", "sessions")),
+               Row("gui_hangs", f"sessions left hanging (of {len(GUIS) + 1})", "sessions")),
               max(1, cfg.rtt_rounds // 2)),
         Bench("pipeline", bench_pipeline,
               (Row("pipeline", f"pipelined {cfg.pipeline_n} x `pass`", "msg/s", "higher"),),

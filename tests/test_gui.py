@@ -151,11 +151,11 @@ def test_a_gui_loop_hosts_the_kernel(gui_kernel):
     paused = k.execute("n, t = ticks[0], time.monotonic(); plt.pause(1.0)\n"
                        "print(ticks[0] - n, time.monotonic() - t)")
     time.sleep(0.3)
-    queued = k.execute("print('after the pause')")
-    k.reply(queued)
+    queued = k.execute("print('after the pause:', time.monotonic() - t >= 1.0)")
+    k.iopub(paused), k.iopub(queued)  # up to their idle: all their output is in
     count, seconds = k.stdout(paused).split()
     assert int(count) >= 20 and float(seconds) < 2.0  # starved: 4 ticks, 2.3 s
-    assert k.stdout(queued) == "after the pause\n"
+    assert k.stdout(queued) == "after the pause: True\n"
 
     # a subshell answers on its own thread while the parent's await cell runs in the GUI
     subshell_id = k.create_subshell()
