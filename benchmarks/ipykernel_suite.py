@@ -89,11 +89,15 @@ PLUGIN = '''\
 conftest (which has in-process fixtures only): every KernelManager that asks for the
 default Python kernel ("python", "python3" or nothing, as start_new_kernel and run_kernel
 do) gets the kernelspec under test instead; and the tests the runner lists are marked as
-expected failures."""
+expected failures.  It also keeps the one fixture of ipykernel's conftest that black-box
+tests use: ``kc``, a client of a new kernel (test_matplotlib_eventloops.py)."""
 import json
 import os
 
+import pytest
 from jupyter_client.manager import KernelManager
+
+from .utils import new_kernel
 
 _KERNEL = os.environ["IPYKERNEL_SUITE_KERNEL"]
 _init = KernelManager.__init__
@@ -126,6 +130,12 @@ def pytest_collection_modifyitems(items):
         if item.nodeid in _EXPECTED:
             reason, strict = _EXPECTED[item.nodeid]
             item.add_marker(pytest.mark.xfail(reason=reason, strict=strict))
+
+
+@pytest.fixture
+def kc():
+    with new_kernel() as client:
+        yield client
 '''
 
 PYTEST_INI = """\

@@ -501,6 +501,44 @@ def bench_execute_rtt(k: Kernel, cfg: Config) -> dict:
     return {"execute_rtt": samples}
 
 
+GUIS = ("qt", "tk")
+#: seconds between two requests of the GUI rows: with a GUI on, ipykernel misses the
+#: wake-up of a request sent the moment the previous one is answered (no reply, ever)
+GUI_PACE = 0.01
+
+
+def bench_gui_rtt(k: Kernel, cfg: Config) -> dict:
+    """``pass`` round trips while a GUI loop (``%gui qt``, ``%gui tk``) hosts the kernel,
+    to set beside the execute row (the same without).  Each GUI on a fresh kernel:
+    ipykernel cannot switch from one to another.  Requests are paced (``GUI_PACE``).
+    A session in which a request gets no reply within the timeout counts as hung
+    (``gui_hangs``) and gives no samples."""
+    if not os.environ.get("DISPLAY"):
+        raise NotSupported("no $DISPLAY: run under an X server (e.g. Xvfb :N; DISPLAY=:N)")
+    out: dict[str, list[float]] = {"gui_hangs": [0]}
+    for gui in (None, *GUIS):  # None: the same requests, paced alike, without a GUI
+        fresh = k.spawn()
+        fresh.start()
+        try:
+            fresh.execute(f"%gui {gui or ''}")
+            # ipykernel's %gui logs an error and succeeds: check that the loop is on
+            fresh.execute(f"assert get_ipython().active_eventloop == {gui!r}, 'no {gui} loop'")
+            samples = []
+            for n in range(cfg.rtt_warmup + cfg.rtt_per_round):
+                time.sleep(GUI_PACE)
+                start = time.perf_counter()
+                fresh.execute("pass")
+                if n >= cfg.rtt_warmup:
+                    samples.append(ms_since(start))
+            out[f"execute_rtt_{gui or 'paced'}"] = samples
+        except Timeout as e:
+            out["gui_hangs"][0] += 1
+            print(f"    [{k.label}] `%gui {gui}`: a request got no reply ({e})", flush=True)
+        finally:
+            fresh.shutdown(now=True)
+    return out
+
+
 def bench_pipeline(k: Kernel, cfg: Config) -> dict:
     k.execute("pass")
     start = time.perf_counter()
@@ -905,6 +943,12 @@ def plan(cfg: Config) -> list[Bench]:
                    bounds="execute_rtt"),
                Row("floor_run_cell", "bare InteractiveShell.run_cell('pass')", "ms",
                    bounds="execute_rtt"))),
+        Bench("execute-gui", bench_gui_rtt,
+              (Row("execute_rtt_paced", f"execute `pass` rtt, {GUI_PACE * 1000:g} ms apart", "ms"),
+               *(Row(f"execute_rtt_{gui}", f"the same with `%gui {gui}` on", "ms")
+                 for gui in GUIS),
+               Row("gui_hangs", f"sessions left hanging (of {len(GUIS) + 1})", "sessions")),
+              max(1, cfg.rtt_rounds // 2)),
         Bench("pipeline", bench_pipeline,
               (Row("pipeline", f"pipelined {cfg.pipeline_n} x `pass`", "msg/s", "higher"),),
               cfg.pipeline_rounds),

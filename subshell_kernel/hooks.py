@@ -42,6 +42,10 @@ SIGINT, SIGTERM handlers               interrupt, shutdown; both are blocked in 
                                        main loop's: for the length of a cell that
                                        ``%autoawait trio`` runs, it does, and puts the
                                        old one back (``adapter.autoawait``)
+``signal.set_wakeup_fd``               while a GUI loop hosts the parent's loop: the
+                                       waker's socket, so a signal wakes Qt or Tk at
+                                       once (``wake_on_signals``, undone when the GUI
+                                       is turned off)
 =====================================  ==============================================
 
 IPython itself, when the kernel creates its shell, also puts its user
@@ -237,6 +241,22 @@ class InterpreterHooks:
             return  # IPython's debugger is importing pdb: patched when it is done
         self._set(pdb, "set_trace", debugging.set_trace)  # first: a re-entry returns above
         self._set(pdb, "Pdb", debugging.kernel_pdb_class())
+
+    def wake_on_signals(self, fd: int) -> Callable[[], None]:
+        """Make every signal write a byte to ``fd`` (``signal.set_wakeup_fd``), so the
+        loop watching it wakes and the signal's Python handler runs at once (main
+        thread only).  Returns the undo; ``uninstall`` runs it too if still due."""
+        old = signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+        done = False
+
+        def undo() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                signal.set_wakeup_fd(old)
+
+        self._undo.append(undo)
+        return undo
 
     def uninstall(self) -> None:
         """Undo every hook, the last installed first (idempotent)."""

@@ -2,7 +2,8 @@
 
 Threads (the map in docs/architecture.md says what each waits in):
 
-    main           the parent subshell's AnyIO loop (uvloop if installed); SIGINT, SIGTERM
+    main           the parent subshell's AnyIO loop (uvloop if installed), or with
+                   ``%gui qt|tk`` the GUI loop hosting it (``runtime.mainloop``); SIGINT, SIGTERM
     shell-router   the only reader of the shell and stdin sockets
     control        owns the control socket
     iopub          an AnyIO loop whose task group runs the flush timer, the fd 1 and
@@ -11,6 +12,7 @@ Threads (the map in docs/architecture.md says what each waits in):
     subshell-<id>  one child subshell each (AnyIO loop)
     parent-watch   only when launched by jupyter_client: exits if the launcher died
     exit-watchdog  from a shutdown request on: ends the process if shutdown hangs
+    (trio I/O)     only on trio with a GUI on: trio's guest mode waits for I/O there
     (a timer)      0.2 s after an interrupt of an ``await`` cell, escalates if the
                    loop is blocked (``Subshell.interrupt``)
 
@@ -45,6 +47,7 @@ from .core.lifecycle import Outbox
 from .core.protocol import Codec
 from .hooks import InterpreterHooks
 from .runtime.kernel_requests import KernelRequests
+from .runtime.mainloop import MainLoop
 from .runtime.registry import Subshells
 from .runtime.streams import StreamRouter
 from .runtime.subshell import Subshell
@@ -164,9 +167,13 @@ class Kernel(LoggingConfigurable):
         self.handlers = ShellHandlers(self.shell, self.comm_manager, streams,
                                       requests.shell_table())
         self._outbox = outbox
+        self.main_loop = MainLoop(self.backend, self._loop_options(parent=True),
+                                  hooks.wake_on_signals)
+        self.shell.main_loop = self.main_loop
         subshells.parent = Subshell(
             None, self.shell.parent_state, self.handlers.table, outbox, self.backend,
             self._loop_options(parent=True), interrupt_main=subshells.interrupt_main_thread,
+            main_loop=self.main_loop,
         )
         self.router = Router(shell, stdin, wake, self.codec.fork(), subshells.deliver,
                              self.stdin.on_reply, outbox)
@@ -294,6 +301,7 @@ class Kernel(LoggingConfigurable):
     def _cleanup(self) -> None:
         """Main thread, after the parent subshell's loop ended: close in owner order."""
         self._shutdown_answered.wait(1.0)
+        self.main_loop.close()  # the GUI loop has ended with the parent's: close its windows
         deadline = time.monotonic() + 0.8
         for sub in self._stopped_children:
             if sub.join(max(0.0, deadline - time.monotonic())):

@@ -13,6 +13,7 @@ import logging
 import os
 import pdb
 import signal
+import socket
 import sys
 import threading
 import time
@@ -68,6 +69,8 @@ def snapshot() -> dict[str, object]:
         "pdb.Pdb": pdb.Pdb,
         "pdb.set_trace": pdb.set_trace,
         "warnings filters": list(warnings.filters),
+        "MPLBACKEND": os.environ.get("MPLBACKEND"),
+        "wakeup fd": _wakeup_fd(),
         "logging handlers": handlers,
         "kernel log": (list(package_log.handlers), package_log.level, package_log.propagate),
     }
@@ -75,6 +78,12 @@ def snapshot() -> dict[str, object]:
 
 def open_fds() -> list[str]:
     return sorted(os.listdir("/proc/self/fd"))
+
+
+def _wakeup_fd() -> int:
+    fd = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(fd)
+    return fd
 
 
 def test_install_then_uninstall_leaves_the_interpreter_as_it_was(monkeypatch):
@@ -89,6 +98,8 @@ def test_install_then_uninstall_leaves_the_interpreter_as_it_was(monkeypatch):
     stray = logging.StreamHandler(sys.__stderr__)  # a library's handler on the real stderr
     logging.getLogger("some.library").addHandler(stray)
     fds_before = open_fds()
+    waker_read, waker = socket.socketpair()  # what a GUI loop watches (runtime.guests.Waker)
+    waker.setblocking(False)
     try:
         before = snapshot()
         hooks = InterpreterHooks()
@@ -102,6 +113,7 @@ def test_install_then_uninstall_leaves_the_interpreter_as_it_was(monkeypatch):
             shell=SimpleNamespace(builtin_trap=FakeBuiltinTrap(), displayhook=lambda v: None),
             switch_interval=0.0042, on_sigint=lambda s, f: None, on_sigterm=lambda s, f: None,
         )
+        hooks.wake_on_signals(waker.fileno())  # left in place: uninstall undoes it
         during = snapshot()
         hooks.unblock_signals()
         hooks.uninstall()
@@ -111,9 +123,36 @@ def test_install_then_uninstall_leaves_the_interpreter_as_it_was(monkeypatch):
             os.close(fd)
     finally:
         logging.getLogger("some.library").removeHandler(stray)
+        waker.close()
+        waker_read.close()
 
     assert open_fds() == fds_before  # the copies fileno() gave are closed again
     unchanged = [k for k in before if during[k] == before[k]]
     assert unchanged == [], f"install did not change: {unchanged}"
     assert {k: after[k] for k in before if after[k] != before[k]} == {}
     assert stray.stream is sys.__stderr__
+
+
+def test_wake_on_signals_undo_restores_the_previous_fd_once():
+    """A GUI turned off undoes its wake-up fd at once; a later uninstall leaves alone
+    what was set since (a native loop's own, for instance)."""
+    read_end, write_end = socket.socketpair()
+    write_end.setblocking(False)
+    hooks = InterpreterHooks()
+    try:
+        before = _wakeup_fd()
+        undo = hooks.wake_on_signals(write_end.fileno())
+        assert _wakeup_fd() == write_end.fileno()
+        undo()
+        assert _wakeup_fd() == before
+        other_read, other = socket.socketpair()
+        other.setblocking(False)
+        signal.set_wakeup_fd(other.fileno())
+        hooks.uninstall()  # the undo already ran: it must not run again
+        assert _wakeup_fd() == other.fileno()
+        signal.set_wakeup_fd(before)
+        other.close()
+        other_read.close()
+    finally:
+        read_end.close()
+        write_end.close()

@@ -13,10 +13,19 @@ Invariants:
   code: interrupted by KeyboardInterrupt) or ``"async"`` (a top-level
   ``await`` cell: interrupted by cancelling its cancel scope).  It is changed
   and read under ``_lock``, so an interrupt never lands outside user code.
+- ``deliver`` appends to ``_incoming`` (a deque: no lock, safe from a signal
+  handler) and schedules ``_pull`` on the loop, which moves it into the
+  loop's inbox.  So the parent's loop can be replaced between two requests
+  (``%gui``: a ``runtime.mainloop.MainLoop`` runs it natively or inside a
+  GUI) without losing or refusing a message: the old loop stops pulling and
+  its inbox is carried over, in order; what it did not pull stays in
+  ``_incoming`` for the next loop, whose first ``_pull`` comes after it has
+  taken over ``_call_soon``.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import queue
@@ -31,6 +40,7 @@ from ..core.lifecycle import Cycle, Outbox
 from ..core.protocol import Message
 from ..transport.loop import call_soon_threadsafe
 from .context import current_parent, current_request
+from .mainloop import MainLoop
 from .threads import clear_pending_exception, raise_in_thread, return_freed_memory
 
 log = logging.getLogger(__name__)
@@ -96,6 +106,7 @@ class Subshell:
     ``handlers``   the shell dispatch table
     ``outbox``     how the lifecycle sends status, replies and flushes output
     ``interrupt_main``  (the parent only) interrupt blocking code on the main thread
+    ``main_loop``  (the parent only) runs its loop, natively or hosted by a GUI
     """
 
     #: seconds an ``await`` cell's loop has to run the cancel before the
@@ -111,6 +122,7 @@ class Subshell:
         backend: str,
         backend_options: dict[str, Any] | None = None,
         interrupt_main: Callable[[], None] | None = None,
+        main_loop: MainLoop | None = None,
     ):
         self.id = subshell_id
         self.state = state
@@ -119,6 +131,7 @@ class Subshell:
         self.backend = backend
         self.backend_options = backend_options or {}
         self._interrupt_main = interrupt_main
+        self._main_loop = main_loop
         self.is_main = subshell_id is None
         #: close the state on this thread when the loop ends (False at shutdown:
         #: the main thread closes it after joining, so finalizers never race SQLite)
@@ -136,10 +149,14 @@ class Subshell:
         self._done = threading.Event()
         #: set by an interrupt: ends an ``_interruptible_sleep`` on this thread
         self.wake = threading.Event()
-        self._call_soon = None
+        self._call_soon = None  # None until the loop runs, and while it is replaced
         self._cell_call_soon = None  # where the running ``await`` cell's cancel is scheduled
         self._send = None
         self._receive = None
+        self._incoming: collections.deque = collections.deque()  # delivered, not pulled yet
+        self._pulling = False  # this loop's inbox takes what is delivered
+        self._carried: list = []  # the inbox, in order, between two loops of the parent
+        self._final = False  # the loop has ended for good: deliveries are refused
 
     # -- lifetime (any thread) ----------------------------------------------------------
     def start_thread(self) -> None:
@@ -151,8 +168,11 @@ class Subshell:
     def run(self, on_ready=None) -> None:
         """Run this subshell's loop on the calling thread until ``stop``."""
         try:
-            anyio.run(self._main, on_ready, backend=self.backend,
-                      backend_options=self.backend_options)
+            if self._main_loop is not None:
+                self._main_loop.run(self._main, on_ready)
+            else:
+                anyio.run(self._main, on_ready, backend=self.backend,
+                          backend_options=self.backend_options)
         finally:
             if self._release_on_exit:
                 self.state.close()
@@ -161,12 +181,16 @@ class Subshell:
 
     def deliver(self, msg: Any) -> bool:
         """Queue ``msg`` for this subshell; never blocks.  False if its loop has ended."""
-        if self._done.is_set():
+        if self._final or self._done.is_set():
             return False
+        self._incoming.append(msg)
+        call_soon = self._call_soon  # read after the append (see the module's invariants)
+        if call_soon is None:  # no loop yet, or between two: the next one pulls it
+            return True
         try:
-            self._call_soon(self._send.send_nowait, msg)
-        except RuntimeError:  # the loop closed (asyncio) or finished (trio) in between
-            return False
+            call_soon(self._pull)
+        except RuntimeError:  # that loop has closed: the next one pulls it, if there is one
+            return not self._final
         return True
 
     def stop(self, release: bool = True) -> None:
@@ -244,23 +268,29 @@ class Subshell:
                 log.info("interrupt arrived as the code ended; ignored")
 
     # -- the loop ---------------------------------------------------------------------
-    async def _main(self, on_ready) -> None:
-        self._send, self._receive = anyio.create_memory_object_stream(math.inf)
-        self._call_soon = call_soon_threadsafe()
+    async def _main(self, on_ready) -> bool:
+        """Serve the inbox; True when it returns for the parent's loop to be replaced."""
+        self._open_inbox()
         self.thread_ident = threading.get_ident()
         self.state.bind()
         if not self.is_main:
             _this_thread.subshell = self
-        self._ready.set()
-        if on_ready is not None:
-            on_ready()
+        if not self._ready.is_set():
+            self._ready.set()
+            if on_ready is not None:
+                on_ready()
+        main_loop = self._main_loop
         async with self._receive:
             async for msg in self._receive:
                 if msg is _STOP:
                     break
                 await self._handle(msg)
+                if main_loop is not None and main_loop.switch_pending:
+                    self._hand_over_inbox()
+                    return True
             self.stopping = True
             await anyio.lowlevel.checkpoint()  # deliveries scheduled before the stop land
+            self._pull()
             while True:  # anything delivered after the stop still gets an answer
                 try:
                     msg = self._receive.receive_nowait()
@@ -268,6 +298,36 @@ class Subshell:
                     break
                 if msg is not _STOP:
                     await self._handle(msg)
+        self._final = True
+        return False
+
+    def _open_inbox(self) -> None:
+        """On the loop: a new inbox with what the last loop left, then what was delivered."""
+        self._send, self._receive = anyio.create_memory_object_stream(math.inf)
+        for msg in self._carried:
+            self._send.send_nowait(msg)
+        self._carried = []
+        self._pulling = True
+        self._call_soon = call_soon_threadsafe()
+        self._pull()  # what arrived while no loop pulled
+
+    def _pull(self) -> None:
+        """On the loop: move what was delivered into its inbox, in order."""
+        if not self._pulling:  # a call scheduled on a loop that has handed its inbox over
+            return
+        incoming, send = self._incoming, self._send.send_nowait
+        while incoming:
+            send(incoming.popleft())
+
+    def _hand_over_inbox(self) -> None:
+        """On the loop, before it ends for the next: stop pulling, carry the inbox over."""
+        self._pulling = False
+        self._call_soon = None
+        while True:
+            try:
+                self._carried.append(self._receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                return
 
     async def _handle(self, msg: Message) -> None:
         token = current_parent.set(msg.header)
@@ -297,5 +357,5 @@ class Subshell:
 
     async def abort_queued(self) -> None:
         """Abort the executes queued now (``stop_on_error``); later ones run."""
-        await anyio.lowlevel.checkpoint()  # let deliveries already scheduled land
+        self._pull()  # count what has been delivered, pulled or not
         self._abort_remaining = self._receive.statistics().current_buffer_used + 1
