@@ -26,6 +26,9 @@ logging handlers on fd 2               moved to a copy of the original fd 2, and
 ``sys.setswitchinterval``              subshells stay responsive beside CPU-bound code
 SIGINT, SIGTERM handlers               interrupt, shutdown; both are blocked in every
                                        thread the kernel starts (``block_signals``)
+the handler of ``main_pause.SIGNAL``   parks the main thread at a safe point while a
+(a real-time signal)                   figure comm handler runs on a child subshell
+                                       (``runtime.main_pause``)
 ``os.environ["MPLBACKEND"]``           matplotlib's inline backend, unless set
 =====================================  ==============================================
 
@@ -50,6 +53,8 @@ from typing import Any
 import comm
 
 from .runtime.context import start_with_parent
+from .runtime.main_pause import SIGNAL as PAUSE_SIGNAL
+from .runtime.main_pause import MainPause
 from .runtime.streams import OutStream, StreamRouter
 from .runtime.subshell import interruptible_sleep
 
@@ -144,6 +149,7 @@ class InterpreterHooks:
         switch_interval: float,
         on_sigint: Callable,
         on_sigterm: Callable,
+        main_pause: MainPause,
     ) -> None:
         self._set(sys, "stdout", OutStream("stdout", streams))
         self._set(sys, "stderr", OutStream("stderr", streams))
@@ -162,6 +168,10 @@ class InterpreterHooks:
         for signum, handler in ((signal.SIGINT, on_sigint), (signal.SIGTERM, on_sigterm)):
             old = signal.signal(signum, handler)
             self._undo.append(lambda signum=signum, old=old: signal.signal(signum, old))
+        old_pause = signal.signal(PAUSE_SIGNAL, main_pause.on_signal)
+        self._undo.append(lambda: signal.signal(PAUSE_SIGNAL, old_pause))
+        main_pause.enable()
+        self._undo.append(main_pause.disable)  # undone first: no pause signals a default handler
         if "MPLBACKEND" not in os.environ:
             os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
             self._undo.append(lambda: os.environ.pop("MPLBACKEND", None))

@@ -66,6 +66,7 @@ class Message:
     metadata: dict[str, Any] = field(default_factory=dict)
     content: dict[str, Any] = field(default_factory=dict)
     buffers: list[bytes] = field(default_factory=list)
+    decoded: bool = False
 
     @property
     def msg_type(self) -> str:
@@ -80,11 +81,17 @@ class Message:
         return self.header.get("subshell_id")
 
     def decode(self) -> Message:
-        """Parse parent header, metadata and content; ProtocolError if invalid."""
+        """Parse parent header, metadata and content; ProtocolError if invalid.
+
+        Parsed once: the router decodes a comm message to route it by its comm,
+        and the subshell that handles it decodes it again for free."""
+        if self.decoded:
+            return self
         self.parent_header = _load_dict(self.parts[2], "parent_header")
         self.metadata = _load_dict(self.parts[3], "metadata")
         self.content = _load_dict(self.parts[4], "content")
         self.buffers = list(self.parts[5:])
+        self.decoded = True
         return self
 
 
