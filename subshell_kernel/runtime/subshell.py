@@ -40,7 +40,7 @@ from ..core.protocol import Message
 from ..transport.loop import call_soon_threadsafe
 from .context import current_parent
 from .inbox import Inbox, is_comm
-from .threads import clear_pending_exception, raise_in_thread, return_freed_memory
+from .threads import fire_pending_exception, raise_in_thread, return_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,7 @@ class Subshell:
         self._scope: anyio.CancelScope | None = None
         self._cancel_landed: anyio.CancelScope | None = None
         self._async_blocked = False  # an await cell that is blocking its loop
+        self._raised = False  # a KeyboardInterrupt was raised into this (child) thread
         #: msg_ids of the executes queued when a cell failed (``stop_on_error``)
         self._aborting: set[str] = set()
         self._ready = threading.Event()
@@ -250,6 +251,7 @@ class Subshell:
                     raise KeyboardInterrupt
                 self._interrupt_main()
             else:
+                self._raised = True
                 raise_in_thread(self.thread_ident, KeyboardInterrupt)
                 self.wake.set()  # a time.sleep returns to Python code, where it fires
             return True
@@ -280,8 +282,9 @@ class Subshell:
                 with self._lock:
                     self._running = self._scope = None
                     self._async_blocked = False
-                    if not self.is_main:
-                        clear_pending_exception(self.thread_ident)
+                    raised, self._raised = self._raised, False
+                if raised:  # no new one can come now; one that has not fired fires here
+                    fire_pending_exception()
                 return
             except KeyboardInterrupt:
                 log.info("interrupt arrived as the code ended; ignored")
