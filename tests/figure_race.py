@@ -54,6 +54,7 @@ class Outcome:
     alive: bool = True
     requests: int = 0  # resize + draw messages sent while the cell ran
     frames_during_cell: int = 0  # images the canvas sent back while the cell ran
+    slowest_frame: float = 0.0  # seconds from a draw request to its idle, the longest
     cell_seconds: float = 0.0
 
     @property
@@ -85,11 +86,14 @@ def run_once(kernel_name: str, figures: int = 150, timeout: float = 300) -> Outc
             width += 1
             sent.append(canvas({"type": "resize", "width": 400 + width % 40, "height": 300}))
             sent.append(canvas({"type": "draw"}))
-            deadline = time.monotonic() + timeout
+            asked = time.monotonic()
+            deadline = asked + timeout
             while not _idle(k, sent[-1]) and build not in k._replies:
                 k._pump(0.005)
                 if time.monotonic() > deadline or not k.is_alive():
                     break
+            if _idle(k, sent[-1]):
+                out.slowest_frame = max(out.slowest_frame, time.monotonic() - asked)
             out.frames_during_cell += sum(
                 1 for m in k._iopub[sent[-1]] if m["msg_type"] == "comm_msg" and m["buffers"])
             if time.monotonic() - t0 > timeout:
@@ -131,13 +135,14 @@ def main() -> None:
     for name in args.kernels.split(","):
         outcomes = [run_once(name, args.figures) for _ in range(args.runs)]
         clean = sum(not o.failed for o in outcomes)
-        print(f"{name}: {clean}/{args.runs} runs without an error")
+        print(f"{name}: {clean}/{args.runs} runs without an error", flush=True)
         for i, o in enumerate(outcomes, 1):
             what = "ok" if not o.failed else (
                 o.cell_error if o.cell_status != "ok" else
                 (o.handler_errors[:1] or [o.cell_stderr or "kernel died"])[0])
             print(f"  run {i}: {what[:120]}; cell {o.cell_seconds:.1f} s, "
-                  f"{o.requests} requests, {o.frames_during_cell} frames during the cell")
+                  f"{o.requests} requests, {o.frames_during_cell} frames during the cell, "
+                  f"slowest frame {o.slowest_frame:.2f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -206,6 +206,7 @@ def test_ipympl_draws_while_the_parent_builds_figures(request):
     for o in outcomes:
         assert not o.failed, o
         assert o.frames_during_cell >= 3, o  # the figure redrew while the cell ran
+        assert o.slowest_frame < 10, o  # ... each frame within one matplotlib call or so
 
 
 def test_the_running_cells_figures_stay_its_own(kernel):

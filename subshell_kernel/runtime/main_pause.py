@@ -20,7 +20,11 @@ How (all on the worker's side except 2):
    until the worker is done.  It is not: it marks the outermost unsafe frame
    for a ``return`` trace event (``sys.settrace``, ``frame.f_trace``) and
    returns; the main thread parks when that frame returns.  If a tracer is
-   already set (a debugger), it does not touch it, and the worker asks again.
+   already set (a debugger), it does not touch it, and the worker asks again
+   every ``POLL``; it also asks again now and then while waiting for a return,
+   and the main thread arms the trace anew if it was lost.  A signal that
+   comes while the main thread is in this module's own code (a park ending) is
+   answered as if it came in the code below.
 3. Meanwhile the worker samples the main thread's stack (``sys._current_frames``,
    every ``POLL`` s).  A safe stack there means the main thread is in a C call
    outside the unsafe modules (a long numpy call, a blocked read) or between
@@ -87,6 +91,8 @@ class MainPause:
     PARK_LIMIT = 10.0
     #: longest the main thread is given to run between two pauses
     MAX_GAP = 0.25
+    #: every this many polls a deferred request is signalled again (see ``_serve``)
+    RECHECK = 50
 
     def __init__(self, unsafe_modules: Iterable[str]):
         self._unsafe = tuple(unsafe_modules)
@@ -98,7 +104,8 @@ class MainPause:
         self._released_at = 0.0  # (monotonic) the last pause ended
         self._last_hold = 0.0  # and lasted this long
         self._handling = False  # main thread: answering a request (signals may nest)
-        self._missed = False  # main thread: a signal came while it was answering (signals may nest)
+        self._missed = False  # main thread: a signal came while it was answering
+        self._armed: FrameType | None = None  # main thread: the frame whose return parks it
 
     # -- installation (``hooks``: ``on_signal`` becomes the handler of ``SIGNAL``) -------------
     def enable(self) -> None:
@@ -150,6 +157,7 @@ class MainPause:
 
     def _wait_until_held(self, request: _Request) -> None:
         self._signal_main()
+        polls = 0
         while not request.parked.wait(self.POLL):
             frame = sys._current_frames().get(self._main_ident)
             if frame is None or self.is_safe(frame):
@@ -157,7 +165,10 @@ class MainPause:
                 if not request.parked.is_set():
                     self._signal_main()
                 return
-            if not request.deferred:  # a tracer is set, or the signal met a nested handler
+            polls += 1
+            # not deferred: a tracer is set (a debugger), the main thread ignores the
+            # signal for now; deferred: it checks that its return trace is still there
+            if not request.deferred or polls % self.RECHECK == 0:
                 self._signal_main()
 
     def _signal_main(self) -> None:
@@ -194,16 +205,31 @@ class MainPause:
 
     # -- the main thread's side --------------------------------------------------------------
     def on_signal(self, signum, frame) -> None:
-        """The ``SIGNAL`` handler (main thread): park now, or when the unsafe frames return."""
-        if self._handling or _in_this_module(frame):
-            self._missed = True  # a park is ending here: sent again as it ends
+        """The ``SIGNAL`` handler (main thread): park now, or when the unsafe frames return.
+
+        A signal handled while this module's own code runs (a park ending) is
+        answered as if it came in the code below: those frames hold nothing.  One
+        that comes while a request is being answered is answered by that loop."""
+        if self._handling:
+            self._missed = True
             return
+        at_safe_point = False
+        while frame is not None and frame.f_globals.get("__name__") == __name__:
+            if frame.f_code.co_name == "on_event":  # in a return trace: its frame is done
+                at_safe_point = True
+            frame = frame.f_back
+        self._answer(frame, at_safe_point)
+
+    def _answer(self, frame: FrameType | None, at_safe_point: bool) -> None:
         self._handling = True
         try:
-            self._serve(frame, at_safe_point=False)
+            while True:
+                self._missed = False
+                self._serve(frame, at_safe_point)
+                if not self._missed:
+                    return
         finally:
             self._handling = False
-            self._resend_if_missed()
 
     def _serve(self, frame: FrameType | None, at_safe_point: bool) -> None:
         """Answer the newest request: park now, or once the outermost unsafe frame returns.
@@ -218,41 +244,38 @@ class MainPause:
             if not (at_safe_point or request.forced):
                 outer = self._outermost_unsafe(frame)
             if outer is not None:
-                self._park_on_return(request, outer)
+                self._park_on_return(request, outer, frame)
                 return
             self._park(request)
             at_safe_point = True
 
-    def _park_on_return(self, request: _Request, outer: FrameType) -> None:
+    def _park_on_return(self, request: _Request, outer: FrameType, frame: FrameType) -> None:
         """Have the main thread park when ``outer`` (the outermost unsafe frame) returns:
         everything outside it is safe code, so its return is a safe point."""
         current = sys.gettrace()
         if current is not None and current is not _no_local_trace:
             return  # someone traces this thread (a debugger): the worker asks again
-        if request.deferred:
-            return
+        if request.deferred and current is _no_local_trace and _on_stack(self._armed, frame):
+            return  # armed, and the armed frame has not returned yet
 
         def on_event(frame: FrameType, event: str, arg) -> object:
             if event != "return":
                 return on_event
             frame.f_trace = None
             _stop_tracing()
-            self._handling = True
-            try:
-                self._serve(frame, at_safe_point=True)
-            finally:
-                self._handling = False
-                self._resend_if_missed()
+            self._answer(frame, at_safe_point=True)
             return None
 
         outer.f_trace_lines = False
         outer.f_trace = on_event
+        self._armed = outer
         sys.settrace(_no_local_trace)  # 'return' events reach outer.f_trace from now on
         request.deferred = True
 
     def _park(self, request: _Request) -> None:
         """Wait (on the main thread) until the worker is done, ``PARK_LIMIT`` at most."""
         _stop_tracing()
+        self._armed = None
         request.parked.set()
         deadline = time.monotonic() + self.PARK_LIMIT
         interrupted: BaseException | None = None
@@ -268,17 +291,10 @@ class MainPause:
         if interrupted is not None:
             raise interrupted
 
-    def _resend_if_missed(self) -> None:
-        """A signal that came while this thread was in this module's code was not
-        answered: send it again, to be handled once that code has returned."""
-        if self._missed:
-            self._missed = False
-            self._signal_main()
 
-
-def _in_this_module(frame: FrameType | None) -> bool:
+def _on_stack(target: FrameType | None, frame: FrameType | None) -> bool:
     while frame is not None:
-        if frame.f_globals.get("__name__") == __name__:
+        if frame is target:
             return True
         frame = frame.f_back
     return False
