@@ -740,6 +740,39 @@ def bench_comm(k: Kernel, cfg: Config) -> dict:
         k.delete_subshells([subshell_id])
 
 
+def await_cell(seconds: float) -> str:
+    return f"import asyncio\nawait asyncio.sleep({seconds})"
+
+
+def bench_comm_await(k: Kernel, cfg: Config) -> dict:
+    """comm_msg echo on the parent (no subshell) while the parent runs an ``await`` cell:
+    the loop is free while the cell awaits, so the echo need not wait for the cell."""
+    try:
+        k.execute(COMM_SETUP)
+    except BenchError as e:
+        raise NotSupported(f"cannot register comm target: {e}") from None
+    comm_id = uuid.uuid4().hex
+    k.send("shell", "comm_open", {"comm_id": comm_id, "target_name": "bench_echo", "data": {}})
+
+    def probe(timeout: float = cfg.timeout) -> float:
+        seq = next(_comm_seq)
+        start = time.perf_counter()
+        k.send("shell", "comm_msg", {"comm_id": comm_id, "data": {"seq": seq}})
+        k.wait_until(lambda: seq in k.comm_echoes[comm_id], timeout, "comm_msg echo")
+        return ms_since(start)
+
+    try:
+        probe(timeout=5.0)
+    except Timeout:
+        raise NotSupported("no comm_msg echo on iopub (kernel idle)") from None
+    try:
+        awaiting = sample_while_parent_busy(k, await_cell(cfg.busy_seconds),
+                                            lambda: probe(cfg.busy_seconds + cfg.timeout), cfg)
+    finally:
+        k.send("shell", "comm_close", {"comm_id": comm_id, "data": {}})
+    return {"comm_rtt_await": awaiting}
+
+
 def bench_print(k: Kernel, cfg: Config) -> dict:
     n = cfg.print_lines
     start = time.perf_counter()
@@ -983,6 +1016,9 @@ def plan(cfg: Config) -> list[Bench]:
               (Row("print_frozen",
                    f"{cfg.print_lines} x print(i), a 2nd subscriber frozen", "s"),),
               cfg.print_variant_rounds),
+        Bench("comm-await", bench_comm_await,
+              (Row("comm_rtt_await", f"comm_msg echo on the parent, parent in await ({busy})",
+                   "ms"),), cfg.busy_rounds),
         Bench("print-concurrent", bench_print_concurrent,
               (Row("print_concurrent",
                    f"parent + 4 subshells x {cfg.print_lines // 5} print(i) at once, verified",

@@ -46,6 +46,9 @@ SIGINT, SIGTERM handlers               interrupt, shutdown; both are blocked in 
                                        waker's socket, so a signal wakes Qt or Tk at
                                        once (``wake_on_signals``, undone when the GUI
                                        is turned off)
+the handler of ``main_pause.SIGNAL``   parks the main thread at a safe point while a
+(a real-time signal)                   figure comm handler runs on a child subshell
+                                       (``runtime.main_pause``)
 =====================================  ==============================================
 
 IPython itself, when the kernel creates its shell, also puts its user
@@ -73,6 +76,8 @@ import comm
 from .adapter import autoawait, debugging, recognition
 from .adapter.imports import ImportWatch, is_initializing
 from .runtime.context import start_with_parent
+from .runtime.main_pause import SIGNAL as PAUSE_SIGNAL
+from .runtime.main_pause import MainPause
 from .runtime.streams import OutStream, StreamRouter
 from .runtime.subshell import interruptible_sleep
 
@@ -167,6 +172,7 @@ class InterpreterHooks:
         switch_interval: float,
         on_sigint: Callable,
         on_sigterm: Callable,
+        main_pause: MainPause,
     ) -> None:
         for fd, name in ((1, "stdout"), (2, "stderr")):
             copy = os.dup(fd)  # what fileno() gives (runtime.streams)
@@ -187,6 +193,10 @@ class InterpreterHooks:
         for signum, handler in ((signal.SIGINT, on_sigint), (signal.SIGTERM, on_sigterm)):
             old = signal.signal(signum, handler)
             self._undo.append(lambda signum=signum, old=old: signal.signal(signum, old))
+        old_pause = signal.signal(PAUSE_SIGNAL, main_pause.on_signal)
+        self._undo.append(lambda: signal.signal(PAUSE_SIGNAL, old_pause))
+        main_pause.enable()
+        self._undo.append(main_pause.disable)  # undone first: no pause signals a default handler
         for name, (value, replace) in recognition.ENVIRONMENT.items():
             if replace or name not in os.environ:
                 self._set_env(name, value)

@@ -37,7 +37,7 @@ from traitlets.config import LoggingConfigurable
 
 from . import __version__
 from .adapter import recognition
-from .adapter.comms import KernelCommManager, comm_class
+from .adapter.comms import FIGURE_MODULES, KernelCommManager, comm_class
 from .adapter.handlers import ShellHandlers
 from .adapter.recognition import ZMQInteractiveShell
 from .adapter.shell import SubshellState
@@ -46,7 +46,9 @@ from .core.kernel_info import kernel_info_content
 from .core.lifecycle import Outbox
 from .core.protocol import Codec
 from .hooks import InterpreterHooks
+from .runtime.comm_dispatch import CommDispatch
 from .runtime.kernel_requests import KernelRequests
+from .runtime.main_pause import LOCK_HOLDERS, MainPause
 from .runtime.mainloop import MainLoop
 from .runtime.registry import Subshells
 from .runtime.streams import StreamRouter
@@ -159,13 +161,15 @@ class Kernel(LoggingConfigurable):
         self.stdin = Stdin(channels, streams.flush)
         self.shell = self._make_shell(streams)
         self.comm_manager = KernelCommManager()
-        self.subshells = subshells = Subshells(self._new_child)
+        self.comm_dispatch = CommDispatch(self.comm_manager.owner_of)
+        self.main_pause = MainPause(FIGURE_MODULES + LOCK_HOLDERS)
+        self.subshells = subshells = Subshells(self._new_child, self.comm_dispatch)
         ports = {f"{name}_port": self.connection[f"{name}_port"]
                  for name in ("shell", "iopub", "stdin", "control", "hb")}
         requests = KernelRequests(subshells, self.kernel_info, self.request_shutdown,
                                   streams.publish, ports)
         self.handlers = ShellHandlers(self.shell, self.comm_manager, streams,
-                                      requests.shell_table())
+                                      requests.shell_table(), self.main_pause)
         self._outbox = outbox
         self.main_loop = MainLoop(self.backend, self._loop_options(parent=True),
                                   hooks.wake_on_signals)
@@ -173,7 +177,7 @@ class Kernel(LoggingConfigurable):
         subshells.parent = Subshell(
             None, self.shell.parent_state, self.handlers.table, outbox, self.backend,
             self._loop_options(parent=True), interrupt_main=subshells.interrupt_main_thread,
-            main_loop=self.main_loop,
+            main_loop=self.main_loop, on_comm_done=self.comm_dispatch.done,
         )
         self.router = Router(shell, stdin, wake, self.codec.fork(), subshells.deliver,
                              self.stdin.on_reply, outbox)
@@ -182,9 +186,10 @@ class Kernel(LoggingConfigurable):
                                on_answered=self._on_control_answered)
         hooks.install(
             streams=streams, input=self.stdin.input, getpass_=self.stdin.getpass,
-            comm_class=comm_class(streams), comm_manager=self.comm_manager, shell=self.shell,
+            comm_class=comm_class(streams, subshells.cells_running),
+            comm_manager=self.comm_manager, shell=self.shell,
             switch_interval=self.switch_interval, on_sigint=subshells.on_sigint,
-            on_sigterm=self._on_sigterm,
+            on_sigterm=self._on_sigterm, main_pause=self.main_pause,
         )
         iopub.start(streams.flush_all, fd_pipes, streams.write_fd_output, return_freed_memory)
         sockets.start_heartbeat(hb_sock)
@@ -219,7 +224,8 @@ class Kernel(LoggingConfigurable):
 
     def _new_child(self, subshell_id: str) -> Subshell:
         return Subshell(subshell_id, SubshellState(self.shell), self.handlers.table, self._outbox,
-                        self.backend, self._loop_options(parent=False))
+                        self.backend, self._loop_options(parent=False),
+                        on_comm_done=self.comm_dispatch.done)
 
     def _start_io(self) -> None:
         self.router.start()

@@ -24,6 +24,8 @@ import comm
 
 from subshell_kernel.adapter import recognition
 from subshell_kernel.hooks import InterpreterHooks
+from subshell_kernel.runtime.main_pause import SIGNAL as PAUSE_SIGNAL
+from subshell_kernel.runtime.main_pause import MainPause
 from subshell_kernel.runtime.streams import StreamRouter
 
 
@@ -62,6 +64,7 @@ def snapshot() -> dict[str, object]:
         "switch interval": sys.getswitchinterval(),
         "SIGINT": signal.getsignal(signal.SIGINT),
         "SIGTERM": signal.getsignal(signal.SIGTERM),
+        "pause signal": signal.getsignal(PAUSE_SIGNAL),
         "signal mask": signal.pthread_sigmask(signal.SIG_BLOCK, []),
         **{f"${name}": os.environ.get(name) for name in recognition.ENVIRONMENT},
         "sys.path": list(sys.path),
@@ -112,6 +115,7 @@ def test_install_then_uninstall_leaves_the_interpreter_as_it_was(monkeypatch):
             comm_class=type("C", (), {}), comm_manager=object(),
             shell=SimpleNamespace(builtin_trap=FakeBuiltinTrap(), displayhook=lambda v: None),
             switch_interval=0.0042, on_sigint=lambda s, f: None, on_sigterm=lambda s, f: None,
+            main_pause=MainPause(()),
         )
         hooks.wake_on_signals(waker.fileno())  # left in place: uninstall undoes it
         during = snapshot()

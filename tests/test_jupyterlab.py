@@ -130,7 +130,7 @@ def _installed_subshell_console_entry() -> dict:
 
 
 @contextmanager
-def _jupyter_lab(tmp: Path):
+def _jupyter_lab(tmp: Path, prefix: str):
     """Start ``jupyter lab`` on a free loopback port; yield its base URL."""
     root, settings = tmp / "root", tmp / "app-settings"
     for d in (root, settings):
@@ -184,7 +184,7 @@ def _jupyter_lab(tmp: Path):
     finally:
         _stop_server(proc, base)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(log_path, ARTIFACTS / "server.log")
+        shutil.copy(log_path, ARTIFACTS / f"{prefix}server.log")
 
 
 def _stop_server(proc: subprocess.Popen, base: str) -> None:
@@ -211,17 +211,17 @@ def _stop_server(proc: subprocess.Popen, base: str) -> None:
 
 
 class Shots:
-    """Numbered screenshots in test-artifacts/jupyterlab/."""
+    """Numbered screenshots in test-artifacts/jupyterlab/, named ``<prefix>NN-<name>.png``."""
 
-    def __init__(self, page: Page):
-        self.page, self.n = page, 0
+    def __init__(self, page: Page, prefix: str):
+        self.page, self.n, self.prefix = page, 0, prefix
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        for old in ARTIFACTS.glob("*.png"):
+        for old in ARTIFACTS.glob(f"{prefix}[0-9][0-9]-*.png"):
             old.unlink()
 
     def __call__(self, name: str, locator=None) -> Path:
         self.n += 1
-        path = ARTIFACTS / f"{self.n:02d}-{name}.png"
+        path = ARTIFACTS / f"{self.prefix}{self.n:02d}-{name}.png"
         (locator or self.page).screenshot(path=str(path))
         return path
 
@@ -372,9 +372,9 @@ def _steer_long_cell(page: Page, lab: Lab, shots: Shots, attempt: int,
     """Move the slider to NEW_SPEED and press Stop while the long cell runs.
 
     Also runs code in the subshell console meanwhile, unless ``console`` already has
-    an answer given while the cell ran. Returns (True, console) when Stop was clicked
-    while the cell still ran, (False, console) when the 5 s job ended first (a very
-    slow machine): the caller reruns the cell.
+    an answer given while the cell ran. Returns (True, console) when Stop ended the
+    cell early, (False, console) when the 5 s job reached its end first (a very slow
+    machine): the caller reruns the cell.
     """
     expect(lab.prompt(LONG)).to_have_text("[*]:", timeout=10_000)
     expect(lab.output(LONG)).to_contain_text("running at speed 1", timeout=30_000)
@@ -386,7 +386,7 @@ def _steer_long_cell(page: Page, lab: Lab, shots: Shots, attempt: int,
     lab.drag_slider_to(NEW_SPEED)
     seen_new_speed = lab.output(LONG).filter(has_text=f"speed is now {NEW_SPEED}")
     done = lab.prompt(LONG).filter(has_text=re.compile(r"\[\d+\]:"))
-    expect(seen_new_speed.or_(done).first).to_be_visible(timeout=10_000)  # both may show
+    expect(seen_new_speed.or_(done).first).to_be_visible(timeout=10_000)  # (both: the job ended)
     if done.is_visible():
         return False, console
     shots("slider-moved-loop-saw-it")
@@ -396,17 +396,21 @@ def _steer_long_cell(page: Page, lab: Lab, shots: Shots, attempt: int,
     lab.output(WIDGETS).get_by_role("button", name="Stop").click()
     lab.wait_until_done(LONG, timeout=10_000)
     shots("stopped")
-    return True, console
+    # The progress bar at 100%: the job covered its last steps before the click reached
+    # it (a slow machine); that is no early stop, and the caller reruns the cell.
+    page.wait_for_timeout(500)  # the last progress update (iopub) after the reply (shell)
+    width = lab.output(WIDGETS).locator(".progress-bar").evaluate("e => e.style.width")
+    return width != "100%", console
 
 
-def test_widgets_and_subshell_console_in_jupyterlab(tmp_path):
-    comms = _installed_comms_setting()
-    assert "perCommTarget" in {o["const"] for o in comms["oneOf"]}, comms
-    assert _installed_subshell_console_entry()["selector"] == ".jp-Notebook"
+@contextmanager
+def _lab_session(tmp_path: Path, prefix: str):
+    """JupyterLab with the notebook open in Chromium: yields (page, lab, shots).
 
-    start = time.monotonic()
+    Screenshots, the server log and the browser's console go to ARTIFACTS, named
+    with ``prefix``; a failure leaves a last screenshot."""
     page_log: list[str] = []
-    with _jupyter_lab(tmp_path) as base, sync_playwright() as pw:
+    with _jupyter_lab(tmp_path, prefix) as base, sync_playwright() as pw:
         # The effective setting, as the server hands it to the page.
         settings = _get_json(f"{base}/lab/api/settings/{KERNELS_SETTINGS}?token={TOKEN}")
         effective = settings["settings"].get(
@@ -421,56 +425,65 @@ def test_widgets_and_subshell_console_in_jupyterlab(tmp_path):
         page.set_default_timeout(15_000)
         page.on("console", lambda m: page_log.append(f"console.{m.type}: {m.text}"))
         page.on("pageerror", lambda e: page_log.append(f"pageerror: {e}"))
-        lab, shots = Lab(page), Shots(page)
+        lab, shots = Lab(page), Shots(page, prefix)
         try:
             _open_notebook(page, lab, base)
             shots("notebook-opened")
-
-            # Run the cells in order: the intro (markdown), then the widgets.
-            lab.select(0)
-            lab.shift_enter(2)
-            expect(lab.slider).to_be_visible(timeout=30_000)
-            expect(lab.output(WIDGETS).get_by_role("button", name="Stop")).to_be_visible()
-            expect(lab.output(WIDGETS).locator(".widget-readout")).to_have_text("1")
-            lab.wait_until_done(WIDGETS, timeout=10_000)
-            shots("widgets-rendered")
-
-            _open_subshell_console(page, lab)
-            shots("subshell-console-opened")
-
-            # Back in the notebook: the markdown before the long cell, then the long cell.
-            lab.select(RUN_INTRO)
-            lab.shift_enter(2)
-            clicked, console = _steer_long_cell(page, lab, shots, 1, {})
-            if not clicked:  # the job ended before Stop: set speed 1 again and rerun it
-                lab.wait_until_done(LONG, timeout=10_000)
-                lab.drag_slider_to(1)
-                lab.select(LONG)
-                lab.shift_enter()
-                clicked, console = _steer_long_cell(page, lab, shots, 2, console)
-            assert clicked, "the 5 s job ended twice before Stop could be clicked"
-
-            # The console answered while the notebook's long cell was running
-            # (the cell's prompt, read in the same frame as the console's output) ...
-            assert console["prompt"] == "[*]:", console
-            assert console["position"] < 100, console  # ... and its loop was mid-way,
-            assert console["thread"].startswith("subshell-"), console  # on a subshell
-
-            # The notebook goes on: the markdown, then the final cell.
-            lab.select(RESULT_INTRO)
-            lab.shift_enter(2)
-            text, run = _result_from_page(lab)
-            shots("result")
-            _notebook_only(page, lab)
-            shots("notebook-widgets-and-output")
+            yield page, lab, shots
         except BaseException:
             with suppress(Exception):  # the page may be gone: keep the original error
                 shots("failure")
             raise
         finally:
-            (ARTIFACTS / "browser-console.log").write_text("\n".join(page_log) + "\n")
+            (ARTIFACTS / f"{prefix}browser-console.log").write_text("\n".join(page_log) + "\n")
             context.close()
             browser.close()
+
+
+def test_widgets_and_subshell_console_in_jupyterlab(tmp_path):
+    comms = _installed_comms_setting()
+    assert "perCommTarget" in {o["const"] for o in comms["oneOf"]}, comms
+    assert _installed_subshell_console_entry()["selector"] == ".jp-Notebook"
+
+    start = time.monotonic()
+    with _lab_session(tmp_path, "") as (page, lab, shots):
+        # Run the cells in order: the intro (markdown), then the widgets.
+        lab.select(0)
+        lab.shift_enter(2)
+        expect(lab.slider).to_be_visible(timeout=30_000)
+        expect(lab.output(WIDGETS).get_by_role("button", name="Stop")).to_be_visible()
+        expect(lab.output(WIDGETS).locator(".widget-readout")).to_have_text("1")
+        lab.wait_until_done(WIDGETS, timeout=10_000)
+        shots("widgets-rendered")
+
+        _open_subshell_console(page, lab)
+        shots("subshell-console-opened")
+
+        # Back in the notebook: the markdown before the long cell, then the long cell.
+        lab.select(RUN_INTRO)
+        lab.shift_enter(2)
+        clicked, console = _steer_long_cell(page, lab, shots, 1, {})
+        if not clicked:  # the job ended before Stop: set speed 1 again and rerun it
+            lab.wait_until_done(LONG, timeout=10_000)
+            lab.drag_slider_to(1)
+            lab.select(LONG)
+            lab.shift_enter()
+            clicked, console = _steer_long_cell(page, lab, shots, 2, console)
+        assert clicked, "the 5 s job ended twice before Stop could be clicked"
+
+        # The console answered while the notebook's long cell was running
+        # (the cell's prompt, read in the same frame as the console's output) ...
+        assert console["prompt"] == "[*]:", console
+        assert console["position"] < 100, console  # ... and its loop was mid-way,
+        assert console["thread"].startswith("subshell-"), console  # on a subshell
+
+        # The notebook goes on: the markdown, then the final cell.
+        lab.select(RESULT_INTRO)
+        lab.shift_enter(2)
+        text, run = _result_from_page(lab)
+        shots("result")
+        _notebook_only(page, lab)
+        shots("notebook-widgets-and-output")
 
     assert "The job was stopped early by the Stop button" in text, text
     m = re.search(r"stopped early by the Stop button: (\d+)/100", text)
@@ -479,3 +492,79 @@ def test_widgets_and_subshell_console_in_jupyterlab(tmp_path):
     assert run["stopped_early"] is True and run["position"] < 100, run
     assert run["speeds_seen"] == [1, NEW_SPEED], run
     assert time.monotonic() - start < 120
+
+
+# -- an ipympl figure redrawn while the notebook builds other figures -----------------------
+
+# The notebook's figure cells, by position.
+FIGURE_INTRO, LIVE_FIGURE, BUILD_INTRO, BUILD, FIGURE_RESULT = 7, 8, 9, 10, 11
+
+# JS: every 50 ms, if the live figure's canvas shows a new image, record how much of it
+# is ink (not white) and the building cell's prompt at that moment ("[*]:" while it runs).
+_WATCH_CANVAS = """([index]) => {
+  const frames = window.__liveFrames = [];
+  const prompt = () => {
+    const el = document.querySelector(
+      `.jp-NotebookPanel .jp-Cell[data-windowed-list-index='${index}'] .jp-InputArea-prompt`);
+    return el ? el.innerText : null;
+  };
+  let last = null;
+  window.__liveWatch = setInterval(() => {
+    const canvas = document.querySelector('.jupyter-matplotlib-canvas-div canvas');
+    if (!canvas || !canvas.width) return;
+    const url = canvas.toDataURL();
+    if (url === last) return;
+    last = url;
+    const px = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let ink = 0, seen = 0;
+    for (let i = 0; i < px.length; i += 4 * 7) {
+      seen++;
+      if (px[i + 3] > 0 && Math.min(px[i], px[i + 1], px[i + 2]) < 200) ink++;
+    }
+    frames.push({prompt: prompt(), ink: ink / seen});
+  }, 50);
+}"""
+
+
+def test_ipympl_figure_redraws_while_a_cell_builds_figures(tmp_path):
+    """The live figure (``%matplotlib widget``) of the demo notebook shows new frames,
+    none blank, while the next cell builds 40 figures with mathtext on the main thread;
+    no cell shows an error, and the kernel counted the frames it drew meanwhile."""
+    with _lab_session(tmp_path, "figure-") as (page, lab, shots):
+        lab.select(FIGURE_INTRO)
+        lab.shift_enter(2)
+        figure = lab.output(LIVE_FIGURE).locator(".jupyter-matplotlib-canvas-div canvas").first
+        expect(figure).to_be_visible(timeout=30_000)
+        lab.wait_until_done(LIVE_FIGURE, timeout=30_000)
+        lab.cell(LIVE_FIGURE).scroll_into_view_if_needed()
+        shots("live-figure", lab.output(LIVE_FIGURE))
+
+        page.evaluate(_WATCH_CANVAS, [BUILD])
+        lab.select(BUILD_INTRO)
+        lab.shift_enter(2)
+        expect(lab.prompt(BUILD)).to_have_text("[*]:", timeout=10_000)
+        page.wait_for_function(
+            "() => window.__liveFrames.filter(f => f.prompt === '[*]:').length >= 2",
+            timeout=30_000)
+        shots("live-figure-while-building", lab.output(LIVE_FIGURE))
+        lab.wait_until_done(BUILD, timeout=90_000)
+        page.wait_for_timeout(500)  # the last frame
+        frames = page.evaluate("() => { clearInterval(window.__liveWatch); "
+                               "return window.__liveFrames; }")
+        shots("live-figure-after-building", lab.output(LIVE_FIGURE))
+
+        lab.shift_enter()  # the result cell
+        out = lab.output(FIGURE_RESULT)
+        expect(out.locator(".jp-OutputArea-executeResult")).to_be_visible(timeout=15_000)
+        result = ast.literal_eval(out.locator(
+            ".jp-OutputArea-executeResult .jp-OutputArea-output").inner_text().strip())
+        shots("figure-result", out)
+        errors = lab.notebook.locator(
+            ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        assert errors.count() == 0, errors.all_inner_texts()
+
+    during = [f for f in frames if f["prompt"] == "[*]:"]
+    assert len(during) >= 2, frames  # new frames appeared while the cell ran
+    assert min(f["ink"] for f in during) > 0.01, frames  # none of them blank
+    assert result["built"] == 40, result
+    assert result["frames"] >= 2, result

@@ -6,7 +6,12 @@ Each handler runs on the loop of the subshell that received the request, with
 messages without a reply, such as ``comm_msg``); the request lifecycle sends
 the reply and the ``idle`` status.  ``ShellHandlers`` is handed what the
 handlers use: the IPython shell, the comm manager, the stream router (for fd
-output attribution) and the kernel-level requests shared with control.
+output attribution), the kernel-level requests shared with control, and the
+main thread's pause (a figure comm's handler on a child subshell runs while
+the main thread waits outside matplotlib).
+
+An ``await`` cell runs with comm messages served beside it
+(``Subshell.comms_beside``): a cell can await what a comm handler resolves.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from .shell import KernelShell, cell_scope, current_payloads, display_error, las
 from .stdin import stdin_request
 
 if TYPE_CHECKING:
+    from ..runtime.main_pause import MainPause
     from ..runtime.streams import StreamRouter
     from ..runtime.subshell import Subshell
     from .comms import KernelCommManager
@@ -47,10 +53,12 @@ class ShellHandlers:
         comm_manager: KernelCommManager,
         streams: StreamRouter,
         shared: Mapping[str, Any],
+        main_pause: MainPause,
     ):
         self.shell = shell
         self.comm_manager = comm_manager
         self.streams = streams
+        self.main_pause = main_pause
         #: the dispatch table a subshell uses
         self.table: dict[str, Any] = {
             "execute_request": self.execute,
@@ -134,13 +142,14 @@ class ShellHandlers:
             if is_async and not autoawait.is_own_loop(shell, sub.backend):
                 result = autoawait.run_elsewhere(shell, sub, coro)
             elif is_async:
-                with anyio.CancelScope() as scope:
-                    token = cell_scope.set(scope)
-                    sub.set_running("async", scope)
-                    try:
-                        result = await coro
-                    finally:
-                        cell_scope.reset(token)
+                async with sub.comms_beside():  # outside the cell's scope: an interrupt
+                    with anyio.CancelScope() as scope:  # ends the cell, not a comm handler
+                        token = cell_scope.set(scope)
+                        sub.set_running("async", scope)
+                        try:
+                            result = await coro
+                        finally:
+                            cell_scope.reset(token)
             else:
                 sub.set_running("sync")
                 result = await coro  # no top-level await: completes without suspending
@@ -232,7 +241,11 @@ class ShellHandlers:
         method = getattr(self.comm_manager, name)
 
         async def handle(sub: Subshell, msg: Message) -> None:
-            method(None, msg.idents, msg_as_dict(msg))
+            if not sub.is_main and self.comm_manager.is_figure(msg.content.get("comm_id")):
+                with self.main_pause.held():  # matplotlib is not thread-safe
+                    method(None, msg.idents, msg_as_dict(msg))
+            else:
+                method(None, msg.idents, msg_as_dict(msg))
 
         handle.__name__ = name
         return handle

@@ -69,6 +69,7 @@ class Message:
     #: when its handling began (``time.time()``, set by the lifecycle): the reply's
     #: ``metadata.started``, which JupyterLab shows as the time a cell started
     started: float | None = None
+    decoded: bool = False
 
     @property
     def msg_type(self) -> str:
@@ -95,11 +96,17 @@ class Message:
         }
 
     def decode(self) -> Message:
-        """Parse parent header, metadata and content; ProtocolError if invalid."""
+        """Parse parent header, metadata and content; ProtocolError if invalid.
+
+        Parsed once: the router decodes a comm message to route it by its comm,
+        and the subshell that handles it decodes it again for free."""
+        if self.decoded:
+            return self
         self.parent_header = _load_dict(self.parts[2], "parent_header")
         self.metadata = _load_dict(self.parts[3], "metadata")
         self.content = _load_dict(self.parts[4], "content")
         self.buffers = list(self.parts[5:])
+        self.decoded = True
         return self
 
 

@@ -6,11 +6,6 @@ import ctypes
 
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
-# PYFUNCTYPE, not CFUNCTYPE: the call must hold the GIL (CFUNCTYPE releases it and
-# PyThreadState_SetAsyncExc then crashes without a thread state)
-_clear_async_exc_null = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
-    ("PyThreadState_SetAsyncExc", ctypes.pythonapi)
-)
 
 
 def raise_in_thread(thread_ident: int, exc_type: type[BaseException]) -> bool:
@@ -21,9 +16,16 @@ def raise_in_thread(thread_ident: int, exc_type: type[BaseException]) -> bool:
     return _set_async_exc(thread_ident, exc_type) == 1
 
 
-def clear_pending_exception(thread_ident: int) -> None:
-    """Cancel an exception queued by ``raise_in_thread`` that has not fired yet."""
-    _clear_async_exc_null(thread_ident, None)
+def fire_pending_exception() -> None:
+    """Called on a thread that ``raise_in_thread`` may have targeted: an exception still
+    pending there is raised here (at this call), where the caller catches it.
+
+    The other way to drop it, ``PyThreadState_SetAsyncExc(ident, NULL)``, leaves
+    CPython 3.11's interpreter-wide "async exception pending" flag set for good:
+    every thread then takes the slow path at each function call and loop, and a
+    thread that turns on ``sys.settrace`` (pdb, the main thread's pause) spins
+    for ever at its next function call.  An exception that is raised clears it.
+    """
 
 
 def _find_malloc_trim():
