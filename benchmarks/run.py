@@ -508,6 +508,44 @@ def bench_execute_rtt(k: Kernel, cfg: Config) -> dict:
     return {"execute_rtt": samples}
 
 
+GUIS = ("qt", "tk")
+#: seconds between two requests of the GUI rows: with a GUI on, ipykernel misses the
+#: wake-up of a request sent the moment the previous one is answered (no reply, ever)
+GUI_PACE = 0.01
+
+
+def bench_gui_rtt(k: Kernel, cfg: Config) -> dict:
+    """``pass`` round trips while a GUI loop (``%gui qt``, ``%gui tk``) hosts the kernel,
+    to set beside the execute row (the same without).  Each GUI on a fresh kernel:
+    ipykernel cannot switch from one to another.  Requests are paced (``GUI_PACE``).
+    A session in which a request gets no reply within the timeout counts as hung
+    (``gui_hangs``) and gives no samples."""
+    if not os.environ.get("DISPLAY"):
+        raise NotSupported("no $DISPLAY: run under an X server (e.g. Xvfb :N; DISPLAY=:N)")
+    out: dict[str, list[float]] = {"gui_hangs": [0]}
+    for gui in (None, *GUIS):  # None: the same requests, paced alike, without a GUI
+        fresh = k.spawn()
+        fresh.start()
+        try:
+            fresh.execute(f"%gui {gui or ''}")
+            # ipykernel's %gui logs an error and succeeds: check that the loop is on
+            fresh.execute(f"assert get_ipython().active_eventloop == {gui!r}, 'no {gui} loop'")
+            samples = []
+            for n in range(cfg.rtt_warmup + cfg.rtt_per_round):
+                time.sleep(GUI_PACE)
+                start = time.perf_counter()
+                fresh.execute("pass")
+                if n >= cfg.rtt_warmup:
+                    samples.append(ms_since(start))
+            out[f"execute_rtt_{gui or 'paced'}"] = samples
+        except Timeout as e:
+            out["gui_hangs"][0] += 1
+            print(f"    [{k.label}] `%gui {gui}`: a request got no reply ({e})", flush=True)
+        finally:
+            fresh.shutdown(now=True)
+    return out
+
+
 def bench_pipeline(k: Kernel, cfg: Config) -> dict:
     k.execute("pass")
     start = time.perf_counter()
@@ -707,6 +745,39 @@ def bench_comm(k: Kernel, cfg: Config) -> dict:
         return {"comm_rtt": sleeping, "comm_rtt_spin": spinning}
     finally:
         k.delete_subshells([subshell_id])
+
+
+def await_cell(seconds: float) -> str:
+    return f"import asyncio\nawait asyncio.sleep({seconds})"
+
+
+def bench_comm_await(k: Kernel, cfg: Config) -> dict:
+    """comm_msg echo on the parent (no subshell) while the parent runs an ``await`` cell:
+    the loop is free while the cell awaits, so the echo need not wait for the cell."""
+    try:
+        k.execute(COMM_SETUP)
+    except BenchError as e:
+        raise NotSupported(f"cannot register comm target: {e}") from None
+    comm_id = uuid.uuid4().hex
+    k.send("shell", "comm_open", {"comm_id": comm_id, "target_name": "bench_echo", "data": {}})
+
+    def probe(timeout: float = cfg.timeout) -> float:
+        seq = next(_comm_seq)
+        start = time.perf_counter()
+        k.send("shell", "comm_msg", {"comm_id": comm_id, "data": {"seq": seq}})
+        k.wait_until(lambda: seq in k.comm_echoes[comm_id], timeout, "comm_msg echo")
+        return ms_since(start)
+
+    try:
+        probe(timeout=5.0)
+    except Timeout:
+        raise NotSupported("no comm_msg echo on iopub (kernel idle)") from None
+    try:
+        awaiting = sample_while_parent_busy(k, await_cell(cfg.busy_seconds),
+                                            lambda: probe(cfg.busy_seconds + cfg.timeout), cfg)
+    finally:
+        k.send("shell", "comm_close", {"comm_id": comm_id, "data": {}})
+    return {"comm_rtt_await": awaiting}
 
 
 def bench_print(k: Kernel, cfg: Config) -> dict:
@@ -1046,6 +1117,12 @@ def plan(cfg: Config) -> list[Bench]:
                    bounds="execute_rtt"),
                Row("floor_run_cell", "bare InteractiveShell.run_cell('pass')", "ms",
                    bounds="execute_rtt"))),
+        Bench("execute-gui", bench_gui_rtt,
+              (Row("execute_rtt_paced", f"execute `pass` rtt, {GUI_PACE * 1000:g} ms apart", "ms"),
+               *(Row(f"execute_rtt_{gui}", f"the same with `%gui {gui}` on", "ms")
+                 for gui in GUIS),
+               Row("gui_hangs", f"sessions left hanging (of {len(GUIS) + 1})", "sessions")),
+              max(1, cfg.rtt_rounds // 2)),
         Bench("pipeline", bench_pipeline,
               (Row("pipeline", f"pipelined {cfg.pipeline_n} x `pass`", "msg/s", "higher"),),
               cfg.pipeline_rounds),
@@ -1080,6 +1157,9 @@ def plan(cfg: Config) -> list[Bench]:
               (Row("print_frozen",
                    f"{cfg.print_lines} x print(i), a 2nd subscriber frozen", "s"),),
               cfg.print_variant_rounds),
+        Bench("comm-await", bench_comm_await,
+              (Row("comm_rtt_await", f"comm_msg echo on the parent, parent in await ({busy})",
+                   "ms"),), cfg.busy_rounds),
         Bench("print-concurrent", bench_print_concurrent,
               (Row("print_concurrent",
                    f"parent + 4 subshells x {cfg.print_lines // 5} print(i) at once, verified",

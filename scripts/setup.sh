@@ -9,7 +9,15 @@ PYTHON=${PYTHON:-python3}
 #   chromium: tests/test_jupyterlab.py (JupyterLab in a real browser)
 #   iproute2, openssh-server, openssh-client: tests/test_gateways.py (a second "host": a
 #     network namespace with its own address and an sshd, for the gateways' SSH launchers)
-SYSTEM_PACKAGES=(chromium iproute2 openssh-server openssh-client)
+#   xvfb, xauth: tests/test_gui.py (a virtual screen for the Qt and Tk windows)
+#   libxcb-*, libxkbcommon-x11-0, libx11-xcb1, libegl1, libgl1, libfontconfig1, libdbus-1-3,
+#   libglib2.0-0: what PySide6's xcb platform plugin loads (tests/test_gui.py); without
+#   libxcb-icccm4 and libxcb-keysyms1 Qt says, misleadingly, that xcb-cursor0 is missing
+#   libtk8.6: tkinter's Tk (tests/test_gui.py)
+SYSTEM_PACKAGES=(chromium iproute2 openssh-server openssh-client
+                 xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1
+                 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1 libxkbcommon-x11-0
+                 libx11-xcb1 libegl1 libgl1 libfontconfig1 libdbus-1-3 libglib2.0-0 libtk8.6)
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

@@ -54,7 +54,10 @@ class SubshellKernelApp(Application):
     description = "A Jupyter kernel for Python on AnyIO, with kernel subshells."
     classes = [SubshellKernel]
     connection_file = Unicode("", config=True, help="The JSON connection file.")
-    aliases = {"f": "SubshellKernelApp.connection_file"}
+    aliases = {
+        "f": "SubshellKernelApp.connection_file",
+        "profile-dir": "SubshellKernel.profile_dir",
+    }
     subcommands = {"install": (InstallApp, InstallApp.description)}
 
     def initialize(self, argv=None) -> None:
@@ -79,7 +82,8 @@ class SubshellKernelApp(Application):
             return self.subapp.start()
         self._connection_path = None
         connection = self._load_connection()
-        kernel = SubshellKernel(connection, parent=self)
+        kernel = SubshellKernel(connection, parent=self,
+                                connection_file=str(self._connection_path or self.connection_file))
         kernel.start(write_connection_to=self._connection_path)
 
     def _load_connection(self) -> dict:

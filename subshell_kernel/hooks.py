@@ -9,7 +9,8 @@ module only puts them in place:
 
 =====================================  ==============================================
 ``sys.stdout``, ``sys.stderr``         ``runtime.streams.OutStream``: output goes to
-                                       the request that wrote it
+                                       the request that wrote it; ``fileno()`` is a
+                                       copy of fd 1 or 2, closed at uninstall
 fds 1 and 2                            pipes the iopub thread reads: output of C code
                                        and subprocesses (``redirect_fds``)
 logging handlers on fd 2               moved to a copy of the original fd 2, and the
@@ -26,7 +27,28 @@ logging handlers on fd 2               moved to a copy of the original fd 2, and
 ``sys.setswitchinterval``              subshells stay responsive beside CPU-bound code
 SIGINT, SIGTERM handlers               interrupt, shutdown; both are blocked in every
                                        thread the kernel starts (``block_signals``)
-``os.environ["MPLBACKEND"]``           matplotlib's inline backend, unless set
+``os.environ``                         what libraries and terminal tools read to
+                                       recognise a notebook (``TERM``, ``FORCE_COLOR``,
+                                       ``MPLBACKEND``, ``PLOTLY_RENDERER``, ...:
+                                       ``adapter.recognition.ENVIRONMENT``)
+``sys.path``                           ``''`` (the current directory, wherever
+                                       ``os.chdir`` goes) before site-packages, in
+                                       place of the launch directory ``-m`` put first
+``sys.meta_path``                      ``adapter.imports.ImportWatch``: code around the
+                                       import of ``tqdm.autonotebook`` and ``pdb``
+``pdb.Pdb``, ``pdb.set_trace``         once ``pdb`` is imported: the kernel's debugger,
+                                       which an interrupt ends (``adapter.debugging``)
+``warnings`` filters                   trio's warning that its wakeup fd replaced the
+                                       main loop's: for the length of a cell that
+                                       ``%autoawait trio`` runs, it does, and puts the
+                                       old one back (``adapter.autoawait``)
+``signal.set_wakeup_fd``               while a GUI loop hosts the parent's loop: the
+                                       waker's socket, so a signal wakes Qt or Tk at
+                                       once (``wake_on_signals``, undone when the GUI
+                                       is turned off)
+the handler of ``main_pause.SIGNAL``   parks the main thread at a safe point while a
+(a real-time signal)                   figure comm handler runs on a child subshell
+                                       (``runtime.main_pause``)
 debugpy (pydevd), from the first       the trace function of every thread but the
 debug session on (``start_debugpy``)   kernel's own, ``threading.settrace``,
                                        ``_thread.start_new_thread``, ``sys.settrace``
@@ -49,13 +71,19 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
 import comm
 
 from .adapter.debugpy_server import PYDEVD_ENVIRONMENT, DebugServer
+from .adapter import autoawait, debugging, recognition
+from .adapter.imports import ImportWatch, is_initializing
 from .runtime.context import start_with_parent
+from .runtime.main_pause import SIGNAL as PAUSE_SIGNAL
+from .runtime.main_pause import MainPause
 from .runtime.streams import OutStream, StreamRouter
 from .runtime.subshell import interruptible_sleep
 
@@ -150,9 +178,12 @@ class InterpreterHooks:
         switch_interval: float,
         on_sigint: Callable,
         on_sigterm: Callable,
+        main_pause: MainPause,
     ) -> None:
-        self._set(sys, "stdout", OutStream("stdout", streams))
-        self._set(sys, "stderr", OutStream("stderr", streams))
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            copy = os.dup(fd)  # what fileno() gives (runtime.streams)
+            self._undo.append(lambda copy=copy: os.close(copy))
+            self._set(sys, name, OutStream(name, streams, copy))
         self._set(threading.Thread, "start", start_with_parent(threading.Thread.start))
         self._set(time, "sleep", interruptible_sleep)
         self._set(builtins, "input", input)
@@ -168,9 +199,80 @@ class InterpreterHooks:
         for signum, handler in ((signal.SIGINT, on_sigint), (signal.SIGTERM, on_sigterm)):
             old = signal.signal(signum, handler)
             self._undo.append(lambda signum=signum, old=old: signal.signal(signum, old))
-        if "MPLBACKEND" not in os.environ:
-            os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-            self._undo.append(lambda: os.environ.pop("MPLBACKEND", None))
+        old_pause = signal.signal(PAUSE_SIGNAL, main_pause.on_signal)
+        self._undo.append(lambda: signal.signal(PAUSE_SIGNAL, old_pause))
+        main_pause.enable()
+        self._undo.append(main_pause.disable)  # undone first: no pause signals a default handler
+        for name, (value, replace) in recognition.ENVIRONMENT.items():
+            if replace or name not in os.environ:
+                self._set_env(name, value)
+        self._put_cwd_on_path()
+        filters = warnings.filters[:]
+        warnings.filterwarnings("ignore", message=autoawait.TRIO_WAKEUP_WARNING,
+                                category=RuntimeWarning)
+        self._undo.append(lambda: warnings.filters.__setitem__(slice(None), filters))
+        watch = ImportWatch({
+            "tqdm.autonotebook": recognition.tqdm_sees_a_kernel,
+            "pdb": self._then_patch_pdb,
+            "IPython.core.debugger": self._then_patch_pdb,
+        })
+        sys.meta_path.insert(0, watch)
+        self._undo.append(lambda: sys.meta_path.remove(watch))
+        self._patch_pdb()
+
+    def _set_env(self, name: str, value: str) -> None:
+        old = os.environ.get(name)
+        os.environ[name] = value
+        self._undo.append(lambda: os.environ.__setitem__(name, old) if old is not None
+                          else os.environ.pop(name, None))
+
+    def _put_cwd_on_path(self) -> None:
+        """``''`` on ``sys.path``, as IPython puts it: before site-packages, so a module
+        beside the notebook imports (also after ``os.chdir``) and the standard library
+        is not shadowed.  ``python -m`` put the launch directory first; it goes."""
+        old = list(sys.path)
+        if sys.path and sys.path[0] == os.getcwd():
+            del sys.path[0]
+        if "" not in sys.path and not sys.flags.safe_path:
+            site = [i for i, p in enumerate(sys.path)
+                    if os.path.basename(p) in ("site-packages", "dist-packages")]
+            sys.path.insert(site[0] if site else 0, "")
+        self._undo.append(lambda: sys.path.__setitem__(slice(None), old))
+
+    @contextmanager
+    def _then_patch_pdb(self, module):
+        yield
+        self._patch_pdb()
+
+    def _patch_pdb(self) -> None:
+        """``pdb.Pdb`` and ``pdb.set_trace`` become the kernel's, once ``pdb`` is imported
+        and IPython's debugger (which imports ``pdb``) is not half-way through its own
+        import: the one that finishes last patches."""
+        pdb = sys.modules.get("pdb")
+        if pdb is None or getattr(pdb, "set_trace", None) is debugging.set_trace:
+            return
+        if is_initializing(sys.modules.get("IPython.core.debugger")) and not hasattr(
+            sys.modules["IPython.core.debugger"], "InterruptiblePdb"
+        ):
+            return  # IPython's debugger is importing pdb: patched when it is done
+        self._set(pdb, "set_trace", debugging.set_trace)  # first: a re-entry returns above
+        self._set(pdb, "Pdb", debugging.kernel_pdb_class())
+
+    def wake_on_signals(self, fd: int) -> Callable[[], None]:
+        """Make every signal write a byte to ``fd`` (``signal.set_wakeup_fd``), so the
+        loop watching it wakes and the signal's Python handler runs at once (main
+        thread only).  Returns the undo; ``uninstall`` runs it too if still due."""
+        old = signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+        done = False
+
+        def undo() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                signal.set_wakeup_fd(old)
+
+        self._undo.append(undo)
+        return undo
 
     def start_debugpy(self) -> DebugServer:
         """Start debugpy's in-process server (the first debug session asks for it, on the

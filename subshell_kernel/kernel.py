@@ -2,7 +2,8 @@
 
 Threads (the map in docs/architecture.md says what each waits in):
 
-    main           the parent subshell's AnyIO loop (uvloop if installed); SIGINT, SIGTERM
+    main           the parent subshell's AnyIO loop (uvloop if installed), or with
+                   ``%gui qt|tk`` the GUI loop hosting it (``runtime.mainloop``); SIGINT, SIGTERM
     shell-router   the only reader of the shell and stdin sockets
     control        owns the control socket
     iopub          an AnyIO loop whose task group runs the flush timer, the fd 1 and
@@ -11,6 +12,7 @@ Threads (the map in docs/architecture.md says what each waits in):
     subshell-<id>  one child subshell each (AnyIO loop)
     parent-watch   only when launched by jupyter_client: exits if the launcher died
     exit-watchdog  from a shutdown request on: ends the process if shutdown hangs
+    (trio I/O)     only on trio with a GUI on: trio's guest mode waits for I/O there
     (a timer)      0.2 s after an interrupt of an ``await`` cell, escalates if the
                    loop is blocked (``Subshell.interrupt``)
     debugpy-reader from the first debug session on: reads debugpy's DAP messages and
@@ -34,23 +36,28 @@ import time
 from typing import Any
 
 import zmq
+from IPython.core.profiledir import ProfileDir
 from traitlets import Bool, Enum, Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import __version__
+from .adapter import recognition
 from .adapter.cells import CellCompiler
-from .adapter.comms import KernelCommManager, comm_class
+from .adapter.comms import FIGURE_MODULES, KernelCommManager, comm_class
 from .adapter.debugger import Debugger
 from .adapter.debugpy_server import debugpy_available
 from .adapter.handlers import ShellHandlers
-from .adapter.shell import KernelShell, SubshellState
+from .adapter.recognition import ZMQInteractiveShell
+from .adapter.shell import SubshellState
 from .adapter.stdin import Stdin
 from .core.kernel_info import kernel_info_content
 from .core.lifecycle import Outbox
 from .core.protocol import Codec
 from .hooks import InterpreterHooks
-from .runtime.context import get_parent
+from .runtime.comm_dispatch import CommDispatch
 from .runtime.kernel_requests import KernelRequests
+from .runtime.main_pause import LOCK_HOLDERS, MainPause
+from .runtime.mainloop import MainLoop
 from .runtime.registry import Subshells
 from .runtime.streams import StreamRouter
 from .runtime.subshell import Subshell
@@ -105,6 +112,12 @@ class Kernel(LoggingConfigurable):
         True, config=True,
         help="Forward what C code and subprocesses write to file descriptors 1 and 2.",
     )
+    profile_dir = Unicode(
+        "", config=True,
+        help="IPython profile directory, which holds the history database (as "
+        "ipykernel's --profile-dir); default: the 'default' profile under IPYTHONDIR.",
+    )
+    connection_file = Unicode("", help="The connection file, if the kernel was given one.")
 
     def __init__(self, connection: dict[str, Any], **kwargs):
         super().__init__(**kwargs)
@@ -154,20 +167,28 @@ class Kernel(LoggingConfigurable):
         shell = sockets.SharedSocket(shell_sock, on_input=wake.wake)
         stdin = sockets.SharedSocket(stdin_sock, on_input=wake.wake)
         self.channels = channels = Channels(self.codec, shell, stdin, iopub)
-        outbox = Outbox(channels.status, channels.reply, streams.flush)
+        outbox = Outbox(channels.status, channels.reply, self._flush_output)
         self.stdin = Stdin(channels, streams.flush)
         self.shell = self._make_shell(streams)
         self.comm_manager = KernelCommManager()
-        self.subshells = subshells = Subshells(self._new_child)
+        self.comm_dispatch = CommDispatch(self.comm_manager.owner_of)
+        self.main_pause = MainPause(FIGURE_MODULES + LOCK_HOLDERS)
+        self.subshells = subshells = Subshells(self._new_child, self.comm_dispatch)
+        ports = {f"{name}_port": self.connection[f"{name}_port"]
+                 for name in ("shell", "iopub", "stdin", "control", "hb")}
         requests = KernelRequests(subshells, self.kernel_info, self.request_shutdown,
-                                  streams.publish)
+                                  streams.publish, ports)
         self.handlers = ShellHandlers(self.shell, self.comm_manager, streams,
-                                      requests.shell_table())
+                                      requests.shell_table(), self.main_pause)
         self._outbox = outbox
         self.debugger = Debugger(self.shell, iopub.publish, hooks.start_debugpy)
+        self.main_loop = MainLoop(self.backend, self._loop_options(parent=True),
+                                  hooks.wake_on_signals)
+        self.shell.main_loop = self.main_loop
         subshells.parent = Subshell(
             None, self.shell.parent_state, self.handlers.table, outbox, self.backend,
             self._loop_options(parent=True), interrupt_main=subshells.interrupt_main_thread,
+            main_loop=self.main_loop, on_comm_done=self.comm_dispatch.done,
             before_raise=self.debugger.release,
         )
         self.router = Router(shell, stdin, wake, self.codec.fork(), subshells.deliver,
@@ -178,9 +199,10 @@ class Kernel(LoggingConfigurable):
                                on_answered=self._on_control_answered)
         hooks.install(
             streams=streams, input=self.stdin.input, getpass_=self.stdin.getpass,
-            comm_class=comm_class(streams), comm_manager=self.comm_manager, shell=self.shell,
+            comm_class=comm_class(streams, subshells.cells_running),
+            comm_manager=self.comm_manager, shell=self.shell,
             switch_interval=self.switch_interval, on_sigint=subshells.on_sigint,
-            on_sigterm=self._on_sigterm,
+            on_sigterm=self._on_sigterm, main_pause=self.main_pause,
         )
         iopub.start(streams.flush_all, fd_pipes, streams.write_fd_output, return_freed_memory)
         sockets.start_heartbeat(hb_sock)
@@ -191,14 +213,28 @@ class Kernel(LoggingConfigurable):
         finally:
             self._cleanup()
 
-    def _make_shell(self, streams: StreamRouter) -> KernelShell:
+    def _flush_output(self, parent: dict[str, Any]) -> None:
+        """Before a request's idle: its buffered output, and for the execute request that
+        fd output goes to, what the fd pipes hold now (``IOPub.forward_fd_output``)."""
+        if parent is self.streams.fd_parent:
+            self.iopub.forward_fd_output()
+        self.streams.flush(parent)
+
+    def _make_shell(self, streams: StreamRouter) -> ZMQInteractiveShell:
+        options: dict[str, Any] = {}
+        if self.profile_dir:
+            options["profile_dir"] = ProfileDir.create_profile_dir(self.profile_dir)
         # every cell is named by the hash of its source, debugger or not (adapter/cells.py)
-        shell = KernelShell.instance(parent=self, compiler_class=CellCompiler)
+        shell = ZMQInteractiveShell.instance(parent=self, compiler_class=CellCompiler,
+                                             **options)
         save_thread = getattr(shell.history_manager, "save_thread", None)
         if save_thread is not None:  # IPython's history writer: never stopped by a debugger
             mark_untraced(save_thread)
         shell.output = streams
         shell.kernel = self
+        shell.loop_runner = self.backend  # %autoawait names the kernel's own loop
+        recognition.describe_kernel(shell, self.connection_file,
+                                    os.environ.get("JPY_SESSION_NAME"))
         shell.set_hook("show_in_pager",
                        lambda sh, data, start=0, screen_lines=0: sh._page(data, start))
         return shell
@@ -206,6 +242,7 @@ class Kernel(LoggingConfigurable):
     def _new_child(self, subshell_id: str) -> Subshell:
         return Subshell(subshell_id, SubshellState(self.shell), self.handlers.table, self._outbox,
                         self.backend, self._loop_options(parent=False),
+                        on_comm_done=self.comm_dispatch.done,
                         before_raise=self.debugger.release)
 
     def _start_io(self) -> None:
@@ -223,10 +260,19 @@ class Kernel(LoggingConfigurable):
         except KeyboardInterrupt:
             self.shell.InteractiveTB.structured_traceback(*sys.exc_info())
 
-    # -- used by libraries (``get_ipython().kernel``) ------------------------------------
-    def get_parent(self, channel: str = "shell") -> dict[str, Any]:
+    # -- used by libraries (``get_ipython().kernel``: adapter/recognition.py) ------------
+    def get_parent(self, channel: str | None = None) -> dict[str, Any]:
         """The request being handled, as ipykernel returns it (ipywidgets' Output uses it)."""
-        return {"header": get_parent() or {}}
+        return recognition.kernel_parent(self.shell, self.control, channel)
+
+    @property
+    def _parent_ident(self) -> dict[str, list[bytes]]:
+        """ipykernel's private name, which JupyterLab extensions still read."""
+        return recognition.parent_idents(self.control)
+
+    @property
+    def language_info(self) -> dict[str, Any]:
+        return self.kernel_info()["language_info"]
 
     def kernel_info(self) -> dict[str, Any]:
         if self._debugger_available is None:  # looked up once, without importing it
@@ -284,6 +330,7 @@ class Kernel(LoggingConfigurable):
     def _cleanup(self) -> None:
         """Main thread, after the parent subshell's loop ended: close in owner order."""
         self._shutdown_answered.wait(1.0)
+        self.main_loop.close()  # the GUI loop has ended with the parent's: close its windows
         deadline = time.monotonic() + 0.8
         for sub in self._stopped_children:
             if sub.join(max(0.0, deadline - time.monotonic())):

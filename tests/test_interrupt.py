@@ -237,3 +237,32 @@ def test_interrupt_races_with_cell_end(any_kernel):
         reply, _ = k.run("import time\ntime.sleep(0.02)\n'sentinel'", timeout=10)
         assert reply["content"]["status"] == "ok", (i, code, reply["content"])
     assert k.is_alive()
+
+
+TRACE_A_CALL = """\
+import sys
+def f():
+    return 1
+sys.settrace(lambda *a: None)
+f()
+sys.settrace(None)
+print("traced")
+"""
+
+
+def test_the_parent_can_trace_after_a_subshell_was_interrupted(fresh_kernel):
+    """Leaving user code in a child subshell used to drop a pending interrupt with
+    PyThreadState_SetAsyncExc(id, NULL), which leaves CPython 3.11's "async exception"
+    flag set for good: the next sys.settrace on the parent (pdb, a debugger) then spun
+    for ever at its first function call."""
+    k = fresh_kernel
+    sub = k.create_subshell()
+    reply, _ = k.run("x = 1", sub)
+    assert reply["content"]["status"] == "ok"
+    spin = k.execute("print('started', flush=True)\nwhile True:\n    pass", sub)
+    wait_started(k, spin)
+    k.control("interrupt_request", {"subshell_id": sub})
+    assert k.reply(spin, timeout=INTERRUPT_BOUND)["content"]["ename"] == "KeyboardInterrupt"
+    reply, _ = k.run(TRACE_A_CALL, timeout=10)
+    assert reply["content"]["status"] == "ok"
+    assert k.stdout(reply["parent_header"]["msg_id"]) == "traced\n"

@@ -25,27 +25,35 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
-from contextlib import suppress
+import urllib.error
+import urllib.request
+from contextlib import contextmanager, suppress
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-from .jupyterlab_browser import (
-    ROOT,
-    TOKEN,
-    Shots,
-    close_chromium,
-    get_json,
-    jupyter_lab,
-    launch_chromium,
-    open_notebook,
-)
+from .harness import skip_unless_strict
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
+ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = "01-widgets-during-long-cells.ipynb"
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts" / "jupyterlab"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+TOKEN = "subshell-kernel-browser-test"
 KERNELS_SETTINGS = "@jupyterlab/apputils-extension:kernels-settings"
 SUBSHELL_CONSOLE_COMMAND = "notebook:create-subshell-console"
 SUBSHELL_CONSOLE_LABEL = "New Subshell Console for Notebook"
@@ -54,7 +62,47 @@ SUBSHELL_CONSOLE_LABEL = "New Subshell Console for Notebook"
 WIDGETS, RUN_INTRO, LONG, RESULT_INTRO, RESULT = 1, 2, 3, 4, 5
 NEW_SPEED = 2  # the slowest change from 1: the most time left to press Stop
 
+
+def _version(dist: str) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(p) for p in re.findall(r"\d+", metadata.version(dist))[:2])
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _skip_reason() -> str | None:
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is not installed (pip install -e '.[test]')"
+    lab = _version("jupyterlab")
+    if lab is None:
+        return "JupyterLab is not installed (pip install -e '.[test]')"
+    if lab < (4, 4):
+        return f"JupyterLab {metadata.version('jupyterlab')} < 4.4 has no kernel subshells"
+    return None
+
+
+_SKIP = _skip_reason()
+if _SKIP:
+    skip_unless_strict(_SKIP, allow_module_level=True)
+
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+
+# -- the server ----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as r:  # loopback only
+        return json.loads(r.read())
 
 
 def _installed_comms_setting() -> dict:
@@ -81,7 +129,101 @@ def _installed_subshell_console_entry() -> dict:
     return entry
 
 
+@contextmanager
+def _jupyter_lab(tmp: Path, prefix: str):
+    """Start ``jupyter lab`` on a free loopback port; yield its base URL."""
+    root, settings = tmp / "root", tmp / "app-settings"
+    for d in (root, settings):
+        d.mkdir()
+    shutil.copy(ROOT / "notebooks" / NOTEBOOK, root / NOTEBOOK)
+    # Explicit, whatever this JupyterLab's default is; news and update checks off
+    # (loopback only), so no notification pops up over the page.
+    (settings / "overrides.json").write_text(json.dumps({
+        KERNELS_SETTINGS: {"commsOverSubshells": "perCommTarget"},
+        "@jupyterlab/apputils-extension:notification": {
+            "fetchNews": "false", "checkForUpdates": False,
+        },
+    }))
+    env = dict(os.environ)  # JUPYTER_PATH, IPYTHONDIR: conftest's, with our kernelspecs
+    env.update(
+        JUPYTER_CONFIG_DIR=str(tmp / "config"),
+        JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(tmp / "user-settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
+        PYTHONUNBUFFERED="1",
+    )
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp / "server.log"
+    cmd = [
+        sys.executable, "-m", "jupyterlab",
+        "--no-browser", "--allow-root",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={TOKEN}",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.terminals_enabled=False",
+        f"--LabApp.app_settings_dir={settings}",
+        "--LabApp.extension_manager=readonly",
+    ]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=tmp, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"jupyter lab exited ({proc.returncode}):\n{log_path.read_text()}")
+            try:
+                _get_json(f"{base}/api/status?token={TOKEN}")
+                break
+            except (OSError, urllib.error.URLError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"jupyter lab did not answer in 60 s:\n{log_path.read_text()}")
+                time.sleep(0.2)
+        yield base
+    finally:
+        _stop_server(proc, base)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(log_path, ARTIFACTS / f"{prefix}server.log")
+
+
+def _stop_server(proc: subprocess.Popen, base: str) -> None:
+    """Shut the server down with its kernels; kill what is left of its session."""
+    if proc.poll() is None:
+        try:
+            req = urllib.request.Request(f"{base}/api/shutdown?token={TOKEN}", method="POST")
+            urllib.request.urlopen(req, timeout=5).close()
+        except (OSError, urllib.error.URLError):
+            pass
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+    # Our own process group (start_new_session): the server and any kernel it left.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(5)
+
+
 # -- the page ------------------------------------------------------------------------------
+
+
+class Shots:
+    """Numbered screenshots in test-artifacts/jupyterlab/, named ``<prefix>NN-<name>.png``."""
+
+    def __init__(self, page: Page, prefix: str):
+        self.page, self.n, self.prefix = page, 0, prefix
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        for old in ARTIFACTS.glob(f"{prefix}[0-9][0-9]-*.png"):
+            old.unlink()
+
+    def __call__(self, name: str, locator=None) -> Path:
+        self.n += 1
+        path = ARTIFACTS / f"{self.prefix}{self.n:02d}-{name}.png"
+        (locator or self.page).screenshot(path=str(path))
+        return path
 
 
 class Lab:
@@ -138,6 +280,25 @@ class Lab:
         self.page.mouse.move(x, y, steps=4)
         self.page.mouse.up()
         expect(slider.locator(".widget-readout")).to_have_text(str(value), timeout=5_000)
+
+
+def _open_notebook(page: Page, lab: Lab, base: str) -> None:
+    page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={TOKEN}&reset", timeout=60_000)
+    # The status bar's "<kernel> | <status>" item: the toolbar alone says "Idle" while
+    # there is "No Kernel" yet, and a cell run then is lost.
+    idle = page.locator(".jp-StatusBar-Left .jp-StatusBar-Item").filter(
+        has_text=re.compile(r"^Python 3 \(subshell\) \| Idle$"))
+    dialog = page.locator(".jp-Dialog")
+    expect(idle.or_(dialog).first).to_be_visible(timeout=60_000)
+    if dialog.is_visible():  # "Select Kernel": choose ours
+        dialog.locator("select").select_option(label="Python 3 (subshell)")
+        dialog.locator(".jp-mod-accept").click()
+    expect(idle).to_be_visible(timeout=60_000)
+    expect(lab.kernel_status).to_contain_text("Idle")
+    kernel_name = lab.notebook.locator(".jp-NotebookPanel-toolbar .jp-KernelName")
+    expect(kernel_name).to_have_text("Python 3 (subshell)")
+    # Room for the notebook: fold the file browser away.
+    page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()
 
 
 def _open_subshell_console(page: Page, lab: Lab) -> None:
@@ -211,9 +372,9 @@ def _steer_long_cell(page: Page, lab: Lab, shots: Shots, attempt: int,
     """Move the slider to NEW_SPEED and press Stop while the long cell runs.
 
     Also runs code in the subshell console meanwhile, unless ``console`` already has
-    an answer given while the cell ran. Returns (True, console) when Stop was clicked
-    while the cell still ran, (False, console) when the 5 s job ended first (a very
-    slow machine): the caller reruns the cell.
+    an answer given while the cell ran. Returns (True, console) when Stop ended the
+    cell early, (False, console) when the 5 s job reached its end first (a very slow
+    machine): the caller reruns the cell.
     """
     expect(lab.prompt(LONG)).to_have_text("[*]:", timeout=10_000)
     expect(lab.output(LONG)).to_contain_text("running at speed 1", timeout=30_000)
@@ -225,7 +386,7 @@ def _steer_long_cell(page: Page, lab: Lab, shots: Shots, attempt: int,
     lab.drag_slider_to(NEW_SPEED)
     seen_new_speed = lab.output(LONG).filter(has_text=f"speed is now {NEW_SPEED}")
     done = lab.prompt(LONG).filter(has_text=re.compile(r"\[\d+\]:"))
-    expect(seen_new_speed.or_(done).first).to_be_visible(timeout=10_000)  # both may show
+    expect(seen_new_speed.or_(done).first).to_be_visible(timeout=10_000)  # (both: the job ended)
     if done.is_visible():
         return False, console
     shots("slider-moved-loop-saw-it")
@@ -235,7 +396,48 @@ def _steer_long_cell(page: Page, lab: Lab, shots: Shots, attempt: int,
     lab.output(WIDGETS).get_by_role("button", name="Stop").click()
     lab.wait_until_done(LONG, timeout=10_000)
     shots("stopped")
-    return True, console
+    # The progress bar at 100%: the job covered its last steps before the click reached
+    # it (a slow machine); that is no early stop, and the caller reruns the cell.
+    page.wait_for_timeout(500)  # the last progress update (iopub) after the reply (shell)
+    width = lab.output(WIDGETS).locator(".progress-bar").evaluate("e => e.style.width")
+    return width != "100%", console
+
+
+@contextmanager
+def _lab_session(tmp_path: Path, prefix: str):
+    """JupyterLab with the notebook open in Chromium: yields (page, lab, shots).
+
+    Screenshots, the server log and the browser's console go to ARTIFACTS, named
+    with ``prefix``; a failure leaves a last screenshot."""
+    page_log: list[str] = []
+    with _jupyter_lab(tmp_path, prefix) as base, sync_playwright() as pw:
+        # The effective setting, as the server hands it to the page.
+        settings = _get_json(f"{base}/lab/api/settings/{KERNELS_SETTINGS}?token={TOKEN}")
+        effective = settings["settings"].get(
+            "commsOverSubshells",
+            settings["schema"]["properties"]["commsOverSubshells"]["default"])
+        assert effective == "perCommTarget", settings
+
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                     headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1100})
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.on("console", lambda m: page_log.append(f"console.{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: page_log.append(f"pageerror: {e}"))
+        lab, shots = Lab(page), Shots(page, prefix)
+        try:
+            _open_notebook(page, lab, base)
+            shots("notebook-opened")
+            yield page, lab, shots
+        except BaseException:
+            with suppress(Exception):  # the page may be gone: keep the original error
+                shots("failure")
+            raise
+        finally:
+            (ARTIFACTS / f"{prefix}browser-console.log").write_text("\n".join(page_log) + "\n")
+            context.close()
+            browser.close()
 
 
 def test_widgets_and_subshell_console_in_jupyterlab(tmp_path):
@@ -244,65 +446,44 @@ def test_widgets_and_subshell_console_in_jupyterlab(tmp_path):
     assert _installed_subshell_console_entry()["selector"] == ".jp-Notebook"
 
     start = time.monotonic()
-    overrides = {KERNELS_SETTINGS: {"commsOverSubshells": "perCommTarget"}}
-    with jupyter_lab(tmp_path, [ROOT / "notebooks" / NOTEBOOK], overrides,
-                     "server.log") as base, sync_playwright() as pw:
-        # The effective setting, as the server hands it to the page.
-        settings = get_json(f"{base}/lab/api/settings/{KERNELS_SETTINGS}?token={TOKEN}")
-        effective = settings["settings"].get(
-            "commsOverSubshells",
-            settings["schema"]["properties"]["commsOverSubshells"]["default"])
-        assert effective == "perCommTarget", settings
+    with _lab_session(tmp_path, "") as (page, lab, shots):
+        # Run the cells in order: the intro (markdown), then the widgets.
+        lab.select(0)
+        lab.shift_enter(2)
+        expect(lab.slider).to_be_visible(timeout=30_000)
+        expect(lab.output(WIDGETS).get_by_role("button", name="Stop")).to_be_visible()
+        expect(lab.output(WIDGETS).locator(".widget-readout")).to_have_text("1")
+        lab.wait_until_done(WIDGETS, timeout=10_000)
+        shots("widgets-rendered")
 
-        browser, context, page = launch_chromium(pw, "browser-console.log")
-        lab, shots = Lab(page), Shots(page)
-        try:
-            open_notebook(page, base, NOTEBOOK)
-            shots("notebook-opened")
+        _open_subshell_console(page, lab)
+        shots("subshell-console-opened")
 
-            # Run the cells in order: the intro (markdown), then the widgets.
-            lab.select(0)
-            lab.shift_enter(2)
-            expect(lab.slider).to_be_visible(timeout=30_000)
-            expect(lab.output(WIDGETS).get_by_role("button", name="Stop")).to_be_visible()
-            expect(lab.output(WIDGETS).locator(".widget-readout")).to_have_text("1")
-            lab.wait_until_done(WIDGETS, timeout=10_000)
-            shots("widgets-rendered")
+        # Back in the notebook: the markdown before the long cell, then the long cell.
+        lab.select(RUN_INTRO)
+        lab.shift_enter(2)
+        clicked, console = _steer_long_cell(page, lab, shots, 1, {})
+        if not clicked:  # the job ended before Stop: set speed 1 again and rerun it
+            lab.wait_until_done(LONG, timeout=10_000)
+            lab.drag_slider_to(1)
+            lab.select(LONG)
+            lab.shift_enter()
+            clicked, console = _steer_long_cell(page, lab, shots, 2, console)
+        assert clicked, "the 5 s job ended twice before Stop could be clicked"
 
-            _open_subshell_console(page, lab)
-            shots("subshell-console-opened")
+        # The console answered while the notebook's long cell was running
+        # (the cell's prompt, read in the same frame as the console's output) ...
+        assert console["prompt"] == "[*]:", console
+        assert console["position"] < 100, console  # ... and its loop was mid-way,
+        assert console["thread"].startswith("subshell-"), console  # on a subshell
 
-            # Back in the notebook: the markdown before the long cell, then the long cell.
-            lab.select(RUN_INTRO)
-            lab.shift_enter(2)
-            clicked, console = _steer_long_cell(page, lab, shots, 1, {})
-            if not clicked:  # the job ended before Stop: set speed 1 again and rerun it
-                lab.wait_until_done(LONG, timeout=10_000)
-                lab.drag_slider_to(1)
-                lab.select(LONG)
-                lab.shift_enter()
-                clicked, console = _steer_long_cell(page, lab, shots, 2, console)
-            assert clicked, "the 5 s job ended twice before Stop could be clicked"
-
-            # The console answered while the notebook's long cell was running
-            # (the cell's prompt, read in the same frame as the console's output) ...
-            assert console["prompt"] == "[*]:", console
-            assert console["position"] < 100, console  # ... and its loop was mid-way,
-            assert console["thread"].startswith("subshell-"), console  # on a subshell
-
-            # The notebook goes on: the markdown, then the final cell.
-            lab.select(RESULT_INTRO)
-            lab.shift_enter(2)
-            text, run = _result_from_page(lab)
-            shots("result")
-            _notebook_only(page, lab)
-            shots("notebook-widgets-and-output")
-        except BaseException:
-            with suppress(Exception):  # the page may be gone: keep the original error
-                shots("failure")
-            raise
-        finally:
-            close_chromium(browser, context)
+        # The notebook goes on: the markdown, then the final cell.
+        lab.select(RESULT_INTRO)
+        lab.shift_enter(2)
+        text, run = _result_from_page(lab)
+        shots("result")
+        _notebook_only(page, lab)
+        shots("notebook-widgets-and-output")
 
     assert "The job was stopped early by the Stop button" in text, text
     m = re.search(r"stopped early by the Stop button: (\d+)/100", text)
@@ -311,3 +492,79 @@ def test_widgets_and_subshell_console_in_jupyterlab(tmp_path):
     assert run["stopped_early"] is True and run["position"] < 100, run
     assert run["speeds_seen"] == [1, NEW_SPEED], run
     assert time.monotonic() - start < 120
+
+
+# -- an ipympl figure redrawn while the notebook builds other figures -----------------------
+
+# The notebook's figure cells, by position.
+FIGURE_INTRO, LIVE_FIGURE, BUILD_INTRO, BUILD, FIGURE_RESULT = 7, 8, 9, 10, 11
+
+# JS: every 50 ms, if the live figure's canvas shows a new image, record how much of it
+# is ink (not white) and the building cell's prompt at that moment ("[*]:" while it runs).
+_WATCH_CANVAS = """([index]) => {
+  const frames = window.__liveFrames = [];
+  const prompt = () => {
+    const el = document.querySelector(
+      `.jp-NotebookPanel .jp-Cell[data-windowed-list-index='${index}'] .jp-InputArea-prompt`);
+    return el ? el.innerText : null;
+  };
+  let last = null;
+  window.__liveWatch = setInterval(() => {
+    const canvas = document.querySelector('.jupyter-matplotlib-canvas-div canvas');
+    if (!canvas || !canvas.width) return;
+    const url = canvas.toDataURL();
+    if (url === last) return;
+    last = url;
+    const px = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let ink = 0, seen = 0;
+    for (let i = 0; i < px.length; i += 4 * 7) {
+      seen++;
+      if (px[i + 3] > 0 && Math.min(px[i], px[i + 1], px[i + 2]) < 200) ink++;
+    }
+    frames.push({prompt: prompt(), ink: ink / seen});
+  }, 50);
+}"""
+
+
+def test_ipympl_figure_redraws_while_a_cell_builds_figures(tmp_path):
+    """The live figure (``%matplotlib widget``) of the demo notebook shows new frames,
+    none blank, while the next cell builds 40 figures with mathtext on the main thread;
+    no cell shows an error, and the kernel counted the frames it drew meanwhile."""
+    with _lab_session(tmp_path, "figure-") as (page, lab, shots):
+        lab.select(FIGURE_INTRO)
+        lab.shift_enter(2)
+        figure = lab.output(LIVE_FIGURE).locator(".jupyter-matplotlib-canvas-div canvas").first
+        expect(figure).to_be_visible(timeout=30_000)
+        lab.wait_until_done(LIVE_FIGURE, timeout=30_000)
+        lab.cell(LIVE_FIGURE).scroll_into_view_if_needed()
+        shots("live-figure", lab.output(LIVE_FIGURE))
+
+        page.evaluate(_WATCH_CANVAS, [BUILD])
+        lab.select(BUILD_INTRO)
+        lab.shift_enter(2)
+        expect(lab.prompt(BUILD)).to_have_text("[*]:", timeout=10_000)
+        page.wait_for_function(
+            "() => window.__liveFrames.filter(f => f.prompt === '[*]:').length >= 2",
+            timeout=30_000)
+        shots("live-figure-while-building", lab.output(LIVE_FIGURE))
+        lab.wait_until_done(BUILD, timeout=90_000)
+        page.wait_for_timeout(500)  # the last frame
+        frames = page.evaluate("() => { clearInterval(window.__liveWatch); "
+                               "return window.__liveFrames; }")
+        shots("live-figure-after-building", lab.output(LIVE_FIGURE))
+
+        lab.shift_enter()  # the result cell
+        out = lab.output(FIGURE_RESULT)
+        expect(out.locator(".jp-OutputArea-executeResult")).to_be_visible(timeout=15_000)
+        result = ast.literal_eval(out.locator(
+            ".jp-OutputArea-executeResult .jp-OutputArea-output").inner_text().strip())
+        shots("figure-result", out)
+        errors = lab.notebook.locator(
+            ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        assert errors.count() == 0, errors.all_inner_texts()
+
+    during = [f for f in frames if f["prompt"] == "[*]:"]
+    assert len(during) >= 2, frames  # new frames appeared while the cell ran
+    assert min(f["ink"] for f in during) > 0.01, frames  # none of them blank
+    assert result["built"] == 40, result
+    assert result["frames"] >= 2, result

@@ -6,7 +6,12 @@ Each handler runs on the loop of the subshell that received the request, with
 messages without a reply, such as ``comm_msg``); the request lifecycle sends
 the reply and the ``idle`` status.  ``ShellHandlers`` is handed what the
 handlers use: the IPython shell, the comm manager, the stream router (for fd
-output attribution) and the kernel-level requests shared with control.
+output attribution), the kernel-level requests shared with control, and the
+main thread's pause (a figure comm's handler on a child subshell runs while
+the main thread waits outside matplotlib).
+
+An ``await`` cell runs with comm messages served beside it
+(``Subshell.comms_beside``): a cell can await what a comm handler resolves.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from IPython.utils.tokenutil import token_at_cursor
 
 from ..core.protocol import Message, ProtocolError, error_content
 from ..runtime.context import mute
-from .shell import KernelShell, cell_scope, current_payloads, last_error
+from . import autoawait
+from .shell import KernelShell, cell_scope, current_payloads, display_error, last_error
 from .stdin import stdin_request
 
 if TYPE_CHECKING:
+    from ..runtime.main_pause import MainPause
     from ..runtime.streams import StreamRouter
     from ..runtime.subshell import Subshell
     from .comms import KernelCommManager
@@ -46,10 +53,12 @@ class ShellHandlers:
         comm_manager: KernelCommManager,
         streams: StreamRouter,
         shared: Mapping[str, Any],
+        main_pause: MainPause,
     ):
         self.shell = shell
         self.comm_manager = comm_manager
         self.streams = streams
+        self.main_pause = main_pause
         #: the dispatch table a subshell uses
         self.table: dict[str, Any] = {
             "execute_request": self.execute,
@@ -80,23 +89,22 @@ class ShellHandlers:
             shell.publish("execute_input", {"code": code, "execution_count": shell.execution_count})
         payloads: list = []
         stdin = (msg, sub) if content.get("allow_stdin", True) else None
-        tokens = (
-            current_payloads.set(payloads), last_error.set(None), stdin_request.set(stdin),
-        )
+        cell_vars = (current_payloads, last_error, display_error, stdin_request)
+        tokens = [var.set(value) for var, value in zip(cell_vars, (payloads, None, None, stdin))]
         try:
             result = await self._run_cell(sub, code, store_history, silent,
                                           msg.header.get("cell_id"))
             user_expressions = shell.user_expressions(content.get("user_expressions") or {})
         finally:
-            error = last_error.get()
-            for var, token in zip((current_payloads, last_error, stdin_request), tokens):
+            error, shown_error = last_error.get(), display_error.get()
+            for var, token in zip(cell_vars, tokens):
                 var.reset(token)
 
         count = shell.execution_count - 1 if store_history else shell.execution_count
         reply: dict[str, Any] = {"execution_count": count}
-        failed = result is None or not result.success
+        failed = result is None or not result.success or shown_error is not None
         if failed:
-            reply.update(error or _error_of(result))
+            reply.update(shown_error or error or _error_of(result))
             reply["status"] = "error"
         else:
             reply["status"] = "ok"
@@ -131,14 +139,17 @@ class ShellHandlers:
         )
         result = None
         try:
-            if is_async:
-                with anyio.CancelScope() as scope:
-                    token = cell_scope.set(scope)
-                    sub.set_running("async", scope)
-                    try:
-                        result = await coro
-                    finally:
-                        cell_scope.reset(token)
+            if is_async and not autoawait.is_own_loop(shell, sub.backend):
+                result = autoawait.run_elsewhere(shell, sub, coro)
+            elif is_async:
+                async with sub.comms_beside():  # outside the cell's scope: an interrupt
+                    with anyio.CancelScope() as scope:  # ends the cell, not a comm handler
+                        token = cell_scope.set(scope)
+                        sub.set_running("async", scope)
+                        try:
+                            result = await coro
+                        finally:
+                            cell_scope.reset(token)
             else:
                 sub.set_running("sync")
                 result = await coro  # no top-level await: completes without suspending
@@ -230,7 +241,11 @@ class ShellHandlers:
         method = getattr(self.comm_manager, name)
 
         async def handle(sub: Subshell, msg: Message) -> None:
-            method(None, msg.idents, msg_as_dict(msg))
+            if not sub.is_main and self.comm_manager.is_figure(msg.content.get("comm_id")):
+                with self.main_pause.held():  # matplotlib is not thread-safe
+                    method(None, msg.idents, msg_as_dict(msg))
+            else:
+                method(None, msg.idents, msg_as_dict(msg))
 
         handle.__name__ = name
         return handle

@@ -12,6 +12,12 @@ Everything a cell publishes (displays, results, errors) goes through
 the message to ``output`` (the stream router), which first sends that
 request's buffered stream output, keeping order.
 
+``%gui qt|tk`` and ``%matplotlib qt|tk`` ask ``main_loop``
+(``runtime.mainloop.MainLoop``) to host the parent subshell's loop in that GUI
+from the next request on; ``%gui`` turns it off.  A GUI that cannot run here
+(not installed, no display, not supported) is a ``UsageError``: an error
+reply that says which, and nothing changes.
+
 The shell installs nothing in the interpreter by itself: ``hooks`` installs
 its display hook and builtins, once, with everything else the kernel changes.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -30,10 +37,14 @@ from IPython.core.builtin_trap import BuiltinTrap
 from IPython.core.display_trap import DisplayTrap
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
+from IPython.core.error import UsageError
 from IPython.core.history import HistoryManager
 from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.magic import Magics, line_magic, magics_class
 
 from ..runtime.context import get_parent, is_muted
+from ..runtime.gui import GuiUnavailable
+from .debugging import kernel_pdb_class
 
 #: payloads (pager, set_next_input, ask_exit) of the execute request being run
 current_payloads: ContextVar[list | None] = ContextVar("current_payloads", default=None)
@@ -41,6 +52,9 @@ current_payloads: ContextVar[list | None] = ContextVar("current_payloads", defau
 cell_scope: ContextVar[Any] = ContextVar("cell_scope", default=None)
 #: the error content of the last exception shown in this context
 last_error: ContextVar[dict | None] = ContextVar("last_error", default=None)
+#: the error a display formatter raised while showing the cell's value (the reply is
+#: then an error, as under ipykernel, although IPython counts the cell a success)
+display_error: ContextVar[dict | None] = ContextVar("display_error", default=None)
 
 _PACKAGE_DIRS = tuple(
     os.path.dirname(m.__file__) + os.sep
@@ -121,10 +135,16 @@ class KernelDisplayHook(DisplayHook):
         self._local.exec_result = value
 
     def __call__(self, result=None):
+        __debuggerskip__ = True  # IPython's debugger steps over this frame (adapter.debugging)
         self.check_for_underscore()
         if result is None or self.quiet():
             return
-        format_dict, md_dict = self.compute_format_data(result)
+        __debuggerskip__ = False  # noqa: F841  (the reprs called from here are user code)
+        self._local.formatting = True
+        try:
+            format_dict, md_dict = self.compute_format_data(result)
+        finally:
+            self._local.formatting = False
         self.update_user_ns(result)
         self.fill_exec_result(result)
         if format_dict:
@@ -181,6 +201,10 @@ class KernelShell(InteractiveShell):
     output: Any = None
     #: the kernel object, as ``get_ipython().kernel`` (ipywidgets and friends look here)
     kernel: Any = None
+    #: set by the kernel: the main thread's loop (``runtime.mainloop.MainLoop``)
+    main_loop: Any = None
+    #: the GUI ``%gui`` last enabled (ipykernel's name for it)
+    active_eventloop: str | None = None
 
     def __init__(self, **kwargs):
         self._states = _ThreadStates()
@@ -232,9 +256,42 @@ class KernelShell(InteractiveShell):
     def init_io(self):
         pass  # the kernel owns sys.stdout/sys.stderr
 
+    @property
+    def debugger_cls(self):  # %debug, %pdb
+        return kernel_pdb_class()
+
+    def init_magics(self):
+        super().init_magics()
+        self.register_magics(_GuiMagics)
+
     def enable_gui(self, gui=None):
-        if gui not in (None, "inline"):
-            raise NotImplementedError(f"GUI event loop {gui!r} is not supported by this kernel")
+        """Host the parent subshell's loop in ``gui``'s loop after this request (None,
+        ``inline``: natively).  ``UsageError`` if it cannot; then nothing changes."""
+        gui = None if gui in (None, "", "inline") else gui
+        with _as_usage_error():
+            self._gui_loop(gui).switch(gui)
+        self.active_eventloop = gui
+
+    def enable_matplotlib(self, gui=None):
+        """``%matplotlib qt|tk``: check the GUI before matplotlib switches backend, so
+        that an error says what is missing (matplotlib would only say "headless")."""
+        from IPython.core.pylabtools import find_gui_and_backend  # as IPython: on first use
+
+        wanted, _backend = find_gui_and_backend(gui, self.pylab_gui_select)
+        if wanted not in (None, "inline"):
+            with _as_usage_error():
+                self._gui_loop(wanted).prepare(wanted)
+        return super().enable_matplotlib(gui)
+
+    def _gui_loop(self, gui: str | None):
+        """The main loop, for a GUI change asked from the calling thread."""
+        if self.main_loop is None:
+            raise UsageError("GUI event loops need a running subshell_kernel")
+        if gui != self.active_eventloop and threading.current_thread() is not \
+                threading.main_thread():
+            raise UsageError("GUI event loops run on the main thread: use %gui or "
+                             "%matplotlib in the parent subshell, not in a child subshell")
+        return self.main_loop
 
     def publish(self, msg_type: str, content: dict, metadata=None, buffers=None) -> None:
         parent = get_parent()
@@ -243,9 +300,17 @@ class KernelShell(InteractiveShell):
         self.output.publish(msg_type, content, parent, metadata, buffers)
 
     def write_payload(self, payload: dict) -> None:
+        """Add a payload to the reply; a later one from the same source replaces it
+        (``?`` in a loop asks for the same page many times: the frontend shows one)."""
         payloads = current_payloads.get()
-        if payloads is not None:
-            payloads.append(payload)
+        if payloads is None:
+            return
+        source = payload.get("source")
+        for i, earlier in enumerate(payloads):
+            if source is not None and earlier.get("source") == source:
+                payloads[i] = payload
+                return
+        payloads.append(payload)
 
     def set_next_input(self, s, replace=False):
         self.write_payload({"source": "set_next_input", "text": s, "replace": replace})
@@ -260,6 +325,8 @@ class KernelShell(InteractiveShell):
             "traceback": stb,
         }
         last_error.set(content)
+        if getattr(self.displayhook._local, "formatting", False):
+            display_error.set(content)
         self.publish("error", content)
 
     def _format_exception_for_storage(self, exception, filename=None, running_compiled_code=False):
@@ -282,6 +349,34 @@ class KernelShell(InteractiveShell):
     def _page(self, strng, start=0, screen_lines=0, pager_cmd=None):
         data = strng if isinstance(strng, dict) else {"text/plain": strng}
         self.write_payload({"source": "page", "data": data, "start": start})
+
+
+@contextmanager
+def _as_usage_error():
+    """``GuiUnavailable`` as IPython's ``UsageError``: an error reply, no traceback."""
+    try:
+        yield
+    except GuiUnavailable as e:
+        raise UsageError(str(e)) from None
+
+
+@magics_class
+class _GuiMagics(Magics):
+    """``%gui`` whose errors are error replies (IPython's logs them and succeeds)."""
+
+    @line_magic
+    def gui(self, parameter_s=""):
+        """Host the kernel's main loop in a GUI toolkit's event loop.
+
+            %gui qt      # Qt 6 or 5 (PySide6, PyQt6, PyQt5, PySide2)
+            %gui qt6     # Qt 6 only;  %gui qt5: Qt 5 only
+            %gui tk      # Tk
+            %gui         # turn it off
+
+        The GUI loop runs from the next request on, between and during cells;
+        windows stay live while the kernel answers.
+        """
+        self.shell.enable_gui(parameter_s.strip() or None)
 
 
 def _cancelled_by_interrupt(etype, scope) -> bool:

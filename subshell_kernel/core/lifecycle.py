@@ -11,7 +11,8 @@ Rules, for every message, whatever its handler does (returns, raises,
 is interrupted, is aborted):
 
 1. ``status: busy`` comes first and ``status: idle`` last, both on iopub and
-   both with the message's header as parent.
+   both with the message's header as parent.  The time of the busy is the
+   reply's ``metadata.started``.
 2. A message whose type ends in ``_request`` gets exactly one reply, after
    busy and before idle: the content its handler produced; or an error
    content if the message could not be decoded (``ProtocolError``), has a
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +117,7 @@ class Cycle:
 
     def __enter__(self) -> Cycle:
         self._step("busy")
+        self.msg.started = time.time()
         self.outbox.status("busy", self.msg.header)
         return self
 

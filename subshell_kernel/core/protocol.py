@@ -66,6 +66,10 @@ class Message:
     metadata: dict[str, Any] = field(default_factory=dict)
     content: dict[str, Any] = field(default_factory=dict)
     buffers: list[bytes] = field(default_factory=list)
+    #: when its handling began (``time.time()``, set by the lifecycle): the reply's
+    #: ``metadata.started``, which JupyterLab shows as the time a cell started
+    started: float | None = None
+    decoded: bool = False
 
     @property
     def msg_type(self) -> str:
@@ -79,12 +83,30 @@ class Message:
     def subshell_id(self) -> str | None:
         return self.header.get("subshell_id")
 
+    def as_dict(self) -> dict[str, Any]:
+        """The nested message dict that libraries (``comm``, ipywidgets) expect."""
+        return {
+            "header": self.header,
+            "msg_id": self.msg_id,
+            "msg_type": self.msg_type,
+            "parent_header": self.parent_header,
+            "metadata": self.metadata,
+            "content": self.content,
+            "buffers": self.buffers,
+        }
+
     def decode(self) -> Message:
-        """Parse parent header, metadata and content; ProtocolError if invalid."""
+        """Parse parent header, metadata and content; ProtocolError if invalid.
+
+        Parsed once: the router decodes a comm message to route it by its comm,
+        and the subshell that handles it decodes it again for free."""
+        if self.decoded:
+            return self
         self.parent_header = _load_dict(self.parts[2], "parent_header")
         self.metadata = _load_dict(self.parts[3], "metadata")
         self.content = _load_dict(self.parts[4], "content")
         self.buffers = list(self.parts[5:])
+        self.decoded = True
         return self
 
 
@@ -232,8 +254,12 @@ class Codec:
     def reply_frames(
         self, request: Message, content: dict[str, Any], metadata: dict[str, Any] | None = None
     ) -> list:
-        """Serialized ``*_reply`` to ``request``, addressed back to its sender."""
+        """Serialized ``*_reply`` to ``request``, addressed back to its sender; its
+        metadata says when the request's handling ``started``."""
         msg_type = reply_type(request.msg_type)
+        if request.started is not None:
+            started = datetime.fromtimestamp(request.started, timezone.utc).isoformat()
+            metadata = {"started": started, **(metadata or {})}
         return self.serialize(
             self.new_message(msg_type, content, request.header, metadata), request.idents
         )

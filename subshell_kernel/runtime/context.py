@@ -21,6 +21,9 @@ from typing import Any
 
 #: parent header (a dict) of the request being handled in this context
 current_parent: ContextVar[dict[str, Any] | None] = ContextVar("current_parent", default=None)
+#: the whole request (a ``core.protocol.Message``) being handled in this context: what
+#: ``get_ipython().get_parent()`` gives libraries, and whose identities sent it
+current_request: ContextVar[Any] = ContextVar("current_request", default=None)
 
 _THREAD_ATTR = "_subshell_kernel_parent"
 

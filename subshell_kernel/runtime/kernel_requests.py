@@ -1,7 +1,7 @@
 """Requests about the kernel as a whole, answered by the same handler on both channels.
 
-``kernel_info_request`` and ``shutdown_request`` may come on control or on
-shell (in any subshell); ``interrupt_request`` and the subshell requests of
+``kernel_info_request``, ``connect_request`` and ``shutdown_request`` may come on
+control or on shell (in any subshell); ``interrupt_request`` and the subshell requests of
 JEP 91 only on control.  Every handler is a plain function
 ``(subshell or None, msg) -> reply content`` that never waits on a subshell's
 loop, so control answers while every subshell is busy.
@@ -26,14 +26,20 @@ class KernelRequests:
         kernel_info: Callable[[], Content],
         shutdown: Callable[[bool, bool], None],
         publish: Callable[..., None],
+        ports: dict[str, int],
     ):
         self._subshells = subshells
+        self._ports = ports
         self._kernel_info = kernel_info
         self._shutdown = shutdown
         self._publish = publish
 
     def kernel_info(self, sub: Subshell | None, msg: Message) -> Content:
         return self._kernel_info()
+
+    def connect(self, sub: Subshell | None, msg: Message) -> Content:
+        """The ports the kernel listens on (``shell_port``, ``iopub_port``, ...)."""
+        return {"status": "ok", **self._ports}
 
     def shutdown(self, sub: Subshell | None, msg: Message) -> Content:
         restart = bool(msg.content.get("restart", False))
@@ -69,6 +75,7 @@ class KernelRequests:
     def control_table(self) -> dict[str, Callable[[Subshell | None, Message], Content]]:
         return {
             "kernel_info_request": self.kernel_info,
+            "connect_request": self.connect,
             "shutdown_request": self.shutdown,
             "interrupt_request": self.interrupt,
             "create_subshell_request": self.create_subshell,
@@ -79,7 +86,7 @@ class KernelRequests:
     def shell_table(self) -> dict[str, Callable]:
         """The ones that may also come on shell, as the coroutines a subshell awaits."""
         return {name: _as_coroutine(getattr(self, name.removesuffix("_request")))
-                for name in ("kernel_info_request", "shutdown_request")}
+                for name in ("kernel_info_request", "connect_request", "shutdown_request")}
 
 
 def _as_coroutine(fn: Callable[[Subshell | None, Message], Content]):

@@ -18,12 +18,16 @@ import uuid
 from collections.abc import Callable
 
 from ..core.protocol import Message
+from .comm_dispatch import CommDispatch
+from .inbox import is_comm
 from .subshell import Subshell
 
 
 class Subshells:
-    def __init__(self, new_child: Callable[[str], Subshell]):
+    def __init__(self, new_child: Callable[[str], Subshell], comms: CommDispatch | None = None):
         self._new_child = new_child
+        #: routes comm messages by their comm's owner (None: by header, like the rest)
+        self._comms = comms
         self.parent: Subshell | None = None
         self._children: dict[str, Subshell] = {}
         self._lock = threading.Lock()
@@ -39,9 +43,19 @@ class Subshells:
         return self._children.get(subshell_id)
 
     def deliver(self, msg: Message) -> bool:
-        """Hand ``msg`` to the subshell its header names; False if that one does not exist."""
+        """Hand ``msg`` to the subshell its header names (a comm message: to the one
+        ``core.comm_routing`` chooses); False if the named one does not exist."""
         sub = self.get(msg.subshell_id)
-        return sub is not None and sub.deliver(msg)
+        if sub is None:
+            return False
+        if self._comms is not None and is_comm(msg):
+            return self._comms.deliver(msg, sub, self.get)
+        return sub.deliver(msg)
+
+    def cells_running(self) -> bool:
+        """Whether user code runs now in any subshell (a cell, sync or ``await``)."""
+        return self.parent.running is not None or any(
+            sub.running is not None for sub in self.children())
 
     def ids(self) -> list[str]:
         return list(self._children)

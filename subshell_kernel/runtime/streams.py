@@ -20,11 +20,21 @@ Invariants:
   grows past ``max_buffer`` bytes of UTF-8, or on ``flush``.
 - ``publish`` is how every other message of a request leaves: its buffered
   text first, then the message.
+- ``fileno()`` is a copy of fd 1 or 2 (``hooks`` makes it): with fd capture on,
+  of the pipe the iopub thread reads, so what is written there (``faulthandler``,
+  ``subprocess.run(stdout=sys.stdout)``) reaches the frontend as fd output does;
+  without it, of the original descriptor.  A copy, so that code which closes
+  the descriptor it was given closes nothing of the kernel's.
+- In a process forked from the kernel (``multiprocessing``), a write goes
+  straight to that descriptor: the kernel's sockets and threads are not the
+  child's to use.  The kernel's iopub thread reads the pipe it shares with the
+  child and forwards the text, as it does for any subprocess.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -128,13 +138,26 @@ class StreamRouter:
             self._publish("stream", {"name": pending.name, "text": piece}, pending.parent)
 
 
+_FDS = {"stdout": 1, "stderr": 2}
+
+
 class OutStream(io.TextIOBase):
     """A text stream (``sys.stdout`` or ``sys.stderr``) that publishes on iopub."""
 
-    def __init__(self, name: str, router: StreamRouter):
+    def __init__(self, name: str, router: StreamRouter, fd: int | None = None):
         super().__init__()
         self.name = name
         self._router = router
+        self._fd = _FDS[name] if fd is None else fd
+        self._kernel_pid = os.getpid()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def _is_master_process(self) -> bool:
+        """Is this the kernel's process, not a fork of it?  (ipykernel's name for the
+        question; its tests and a few libraries ask it.)"""
+        return os.getpid() == self._kernel_pid
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -149,8 +172,12 @@ class OutStream(io.TextIOBase):
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        if text:
+        if not text:
+            return 0
+        if os.getpid() == self._kernel_pid:
             self._router.write(self.name, text)
+        else:  # fd 1 or 2 itself: the copy fileno() gave may have been closed
+            _write_all(_FDS[self.name], text.encode("utf-8", "replace"))
         return len(text)
 
     def writelines(self, lines) -> None:  # type: ignore[override]
@@ -158,7 +185,8 @@ class OutStream(io.TextIOBase):
             self.write(line)
 
     def flush(self) -> None:
-        self._router.flush(get_parent())
+        if os.getpid() == self._kernel_pid:  # a fork has nothing buffered of its own
+            self._router.flush(get_parent())
 
     def close(self) -> None:
         """Closing the kernel's stdout would lose all later output; flush instead."""
@@ -167,3 +195,9 @@ class OutStream(io.TextIOBase):
     @property
     def closed(self) -> bool:  # type: ignore[override]
         return False
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

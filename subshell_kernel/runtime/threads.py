@@ -17,27 +17,16 @@ def raise_in_thread(thread_ident: int, exc_type: type[BaseException]) -> bool:
     return _set_async_exc(thread_ident, exc_type) == 1
 
 
-class _Cleared(BaseException):
-    """Takes the place of a pending interrupt in ``clear_pending_exception``; caught there."""
+def fire_pending_exception() -> None:
+    """Called on a thread that ``raise_in_thread`` may have targeted: an exception still
+    pending there is raised here (at this call), where the caller catches it.
 
-
-def clear_pending_exception() -> None:
-    """On the calling thread: cancel an exception ``raise_in_thread`` queued for it.
-
-    The C API's way, ``PyThreadState_SetAsyncExc(id, NULL)``, leaves the
-    interpreter's "asynchronous exception pending" flag set on CPython 3.11
-    (only raising one clears it): every thread then takes the eval loop's slow
-    path at each call, and a traced thread (under a debugger) loops forever on
-    the first instruction of every function.  So the pending exception, if any,
-    is replaced by one of ours, which fires at once, here, and clears the flag.
+    The other way to drop it, ``PyThreadState_SetAsyncExc(ident, NULL)``, leaves
+    CPython 3.11's interpreter-wide "async exception pending" flag set for good:
+    every thread then takes the slow path at each function call and loop, and a
+    thread that turns on ``sys.settrace`` (pdb, the main thread's pause) spins
+    for ever at its next function call.  An exception that is raised clears it.
     """
-    try:
-        _set_async_exc(threading.get_ident(), _Cleared)
-        for _ in range(1_000_000):  # it fires at the first check, in practice on the call
-            pass
-    except _Cleared:
-        return
-    raise RuntimeError("a pending asynchronous exception did not fire")
 
 
 def _find_malloc_trim():

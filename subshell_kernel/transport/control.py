@@ -45,6 +45,9 @@ class Control:
         self._outbox = Outbox(status, self._reply, flush)
         self._on_quiet = on_quiet
         self._on_answered = on_answered
+        #: the control request being handled, or the last one handled
+        #: (``get_ipython().kernel.get_parent("control")``)
+        self.current: Message | None = None
         self.thread = kernel_thread(self._run, "control")
 
     def start(self) -> None:
@@ -75,6 +78,7 @@ class Control:
             except ProtocolError as e:
                 log.warning("dropped a control message: %s", e)
                 continue
+            self.current = msg
             with Cycle(msg, self._outbox) as cycle:
                 handler = cycle.handler(self.handlers, "control")
                 if handler is not None:

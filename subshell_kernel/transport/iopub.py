@@ -25,6 +25,12 @@ task group on an event loop of the kernel's backend:
   it is subscribed instead of guessing.  Every subscriber of that topic
   receives the welcome; its parent header is empty.
 
+The thread that finishes an execute request also reads the pipes
+(``forward_fd_output``) before the request's idle, so what the cell's C code
+and subprocesses wrote is its output before it ends, not a moment after
+(nbclient stops listening at the idle).  A pipe is read under its own lock,
+by one thread at a time, so its text keeps its order.
+
 ``stop`` cancels the task group; then what the pipes still hold is read, and
 every buffer is flushed, in order, before the socket closes.
 
@@ -86,6 +92,7 @@ class IOPub:
         self._call_soon: Callable[..., object] | None = None
         self._cancel: Callable[[], None] | None = None
         self._flush_requested = False  # before the loop runs
+        self._fd_pipes: dict[str, int] = {}
 
     # -- any thread -----------------------------------------------------------------
     def publish(
@@ -141,6 +148,7 @@ class IOPub:
         self._release_memory = release_memory
         self._fd_pipes = dict(fd_pipes or {})
         self._on_fd_output = on_fd_output
+        self._fd_readers = {name: (threading.Lock(), _decoder()) for name in self._fd_pipes}
         for fd in self._fd_pipes.values():
             os.set_blocking(fd, False)
         self._thread = kernel_thread(self._run, "iopub")
@@ -165,21 +173,19 @@ class IOPub:
     async def _main(self) -> None:
         send_flush, receive_flush = anyio.create_memory_object_stream[None](float("inf"))
         self._send_flush = send_flush
-        decoders = {name: _decoder() for name in self._fd_pipes}
         async with anyio.create_task_group() as tasks:
             self._tasks = tasks
             self._cancel = tasks.cancel_scope.cancel
             tasks.start_soon(self._flush_timer, receive_flush)
             tasks.start_soon(self._subscriptions)
             for name, fd in self._fd_pipes.items():
-                tasks.start_soon(self._forward_fd, name, fd, decoders[name])
+                tasks.start_soon(self._forward_fd, name, fd)
             self._call_soon = call_soon_threadsafe()
             if self._flush_requested:
                 self._arm_timer()
             self._ready.set()
         # cancelled: forward what the pipes still hold, then flush everything, in order
-        for name, fd in self._fd_pipes.items():
-            self._read_fd(name, fd, decoders[name])
+        self.forward_fd_output()
         self._flush_due()
 
     def _arm_timer(self) -> None:
@@ -238,12 +244,22 @@ class IOPub:
         msg = self.codec.new_message("iopub_welcome", {"subscription": subscription}, None)
         self._send(self.codec.serialize(msg, [topic]))
 
-    async def _forward_fd(self, name: str, fd: int, decoder) -> None:
-        while self._read_fd(name, fd, decoder):
+    async def _forward_fd(self, name: str, fd: int) -> None:
+        while self._read_fd(name, fd):
             await anyio.wait_readable(fd)
 
-    def _read_fd(self, name: str, fd: int, decoder) -> bool:
+    def forward_fd_output(self) -> None:
+        """Forward what the fd pipes hold now (any thread: see the module docstring)."""
+        for name, fd in self._fd_pipes.items():
+            self._read_fd(name, fd)
+
+    def _read_fd(self, name: str, fd: int) -> bool:
         """Forward what pipe ``fd`` holds now; False once its writers are all gone."""
+        lock, decoder = self._fd_readers[name]
+        with lock:
+            return self._read_fd_locked(name, fd, decoder)
+
+    def _read_fd_locked(self, name: str, fd: int, decoder) -> bool:
         chunks = []
         open_ = True
         while True:
