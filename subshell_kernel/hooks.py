@@ -78,8 +78,8 @@ from typing import Any
 
 import comm
 
-from .adapter.debugpy_server import PYDEVD_ENVIRONMENT, DebugServer
 from .adapter import autoawait, debugging, recognition
+from .adapter.debugpy_server import PYDEVD_ENVIRONMENT, DebugServer
 from .adapter.imports import ImportWatch, is_initializing
 from .runtime.context import start_with_parent
 from .runtime.main_pause import SIGNAL as PAUSE_SIGNAL
