@@ -605,14 +605,14 @@ def test_wrong_types_in_comm_messages_are_survived(k):
 
 
 @pytest.mark.parametrize("msg_type,content,ename", [
-    ("delete_subshell_request", {"subshell_id": 5}, "SubshellNotFound"),
-    ("delete_subshell_request", {"subshell_id": ["a"]}, "SubshellNotFound"),
-    ("delete_subshell_request", {}, "SubshellNotFound"),
-    ("interrupt_request", {"subshell_id": 5}, "SubshellNotFound"),
+    ("delete_subshell_request", {"subshell_id": 5}, "UnknownSubshellError"),
+    ("delete_subshell_request", {"subshell_id": ["a"]}, "UnknownSubshellError"),
+    ("delete_subshell_request", {}, "UnknownSubshellError"),
+    ("interrupt_request", {"subshell_id": 5}, "UnknownSubshellError"),
     # found by this test (fixed in 96e7cb5): a list reached dict.get in Subshells.get and the
-    # reply was TypeError ("unhashable type"), not SubshellNotFound (jep/subshells.md section 9)
-    ("interrupt_request", {"subshell_id": ["a"]}, "SubshellNotFound"),
-    ("interrupt_request", {"subshell_id": "no-such-subshell"}, "SubshellNotFound"),
+    # reply was TypeError ("unhashable type"), not UnknownSubshellError (jep/subshells.md section 9)
+    ("interrupt_request", {"subshell_id": ["a"]}, "UnknownSubshellError"),
+    ("interrupt_request", {"subshell_id": "no-such-subshell"}, "UnknownSubshellError"),
 ])
 def test_wrong_types_on_control_get_an_error_reply(k, msg_type, content, ename):
     rep = k.control(msg_type, content, timeout=10)
@@ -706,7 +706,7 @@ def test_unknown_subshell_id_gets_subshell_not_found(k, side_effect, bad_id, msg
     msg_id = k.send(msg_type, {"code": code, "silent": False}, bad_id)
     rep = k.reply(msg_id, timeout=10)
     assert rep["msg_type"] == msg_type.replace("_request", "_reply")
-    assert_error_content(rep["content"], "SubshellNotFound")
+    assert_error_content(rep["content"], "UnknownSubshellError")
     assert rep["parent_header"]["subshell_id"] == bad_id
     states = [m["content"]["execution_state"] for m in k.iopub(msg_id)
               if m["msg_type"] == "status"]
@@ -808,7 +808,7 @@ def test_system_exit_in_a_comm_handler_keeps_the_subshell(where):
     """Found by this test (fixed in 96e7cb5): SystemExit from a comm handler (a widget
     callback calling sys.exit(), argparse failing in a callback) escaped Subshell._handle,
     which caught only Exception and KeyboardInterrupt, and ended that subshell's loop: later
-    requests got SubshellNotFound, and for the parent the process exited with status 1."""
+    requests got UnknownSubshellError, and for the parent the process exited with status 1."""
     k = KernelHarness("subshell")
     try:
         sid = k.create_subshell() if where == "child" else None

@@ -109,7 +109,7 @@ def test_a_request_for_an_unknown_subshell_is_answered_by_the_router(router_and_
     _, reply = session.recv(client)
     assert reply["parent_header"]["msg_id"] == msg["header"]["msg_id"]
     assert reply["content"]["status"] == "error"
-    assert reply["content"]["ename"] == "SubshellNotFound"
+    assert reply["content"]["ename"] == "UnknownSubshellError"
 
 
 @pytest.mark.timeout(30)

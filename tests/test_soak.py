@@ -312,11 +312,11 @@ def _churn(w: Wire, cycles: int) -> dict:
         status = replies[0]["content"]["status"]
         if racing:
             # shell and control are separate sockets served by separate threads: the
-            # delete may overtake the execute (SubshellNotFound), abort it while queued,
+            # delete may overtake the execute (UnknownSubshellError), abort it while queued,
             # interrupt it while running, or come after it completed
             content = replies[0]["content"]
             outcome = status if status != "error" else content["ename"]
-            assert outcome in ("ok", "aborted", "KeyboardInterrupt", "SubshellNotFound"), content
+            assert outcome in ("ok", "aborted", "KeyboardInterrupt", "UnknownSubshellError"), content
             outcomes[outcome] += 1
         else:
             assert status == "ok", replies[0]["content"]

@@ -98,4 +98,4 @@ def _as_coroutine(fn: Callable[[Subshell | None, Message], Content]):
 
 
 def _not_found(subshell_id: object) -> Content:
-    return error_content("SubshellNotFound", f"no subshell with id {subshell_id!r}")
+    return error_content("UnknownSubshellError", f"Unknown subshell_id {subshell_id!r}")

@@ -5,7 +5,7 @@ descriptors and a wake-up pipe.  For each shell message it verifies the
 signature, parses the header only, and hands the message on with
 ``deliver`` (``Subshells.deliver``: into the inbox of the subshell the header
 names, never waiting).  A message for a subshell that does not exist is
-answered here, through the request lifecycle: busy, the ``SubshellNotFound``
+answered here, through the request lifecycle: busy, the ``UnknownSubshellError``
 error reply for a request, idle.
 
 Replies and input requests are *sent in place* by the thread that made them,
@@ -133,7 +133,7 @@ class Router:
         with Cycle(msg, self._outbox) as cycle:
             log.warning("%s for unknown subshell %r", msg.msg_type, msg.subshell_id)
             cycle.content = error_content(
-                "SubshellNotFound", f"no subshell with id {msg.subshell_id!r}"
+                "UnknownSubshellError", f"Unknown subshell_id {msg.subshell_id!r}"
             )
 
     def _stdin_message(self, msg: Message) -> None:
