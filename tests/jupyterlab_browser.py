@@ -1,6 +1,6 @@
 """What the JupyterLab browser tests share: the machine check, a ``jupyter lab`` server
 on a temporary root, Chromium through playwright, numbered screenshots, opening a
-notebook on our kernel.
+notebook on our kernel, and all of that at once (``lab_session``).
 
 Importing this module skips (or, under SUBSHELL_KERNEL_STRICT=1, fails) the
 importing test module when Chromium, playwright or JupyterLab >= 4.4 is missing.
@@ -71,7 +71,7 @@ _SKIP = _skip_reason()
 if _SKIP:
     skip_unless_strict(_SKIP, allow_module_level=True)
 
-from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E402
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 # -- the server ----------------------------------------------------------------------------
 
@@ -164,28 +164,6 @@ def _stop_server(proc: subprocess.Popen, base: str) -> None:
 # -- the browser ---------------------------------------------------------------------------
 
 
-def launch_chromium(pw, console_log: str, viewport: dict | None = None
-                    ) -> tuple[Browser, BrowserContext, Page]:
-    """Chromium with one page, whose console messages go to ``ARTIFACTS / console_log``
-    as they come (``close_chromium`` ends it)."""
-    browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-    context = browser.new_context(viewport=viewport or {"width": 1400, "height": 1100})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log = open(ARTIFACTS / console_log, "w")  # noqa: SIM115  (closed with the context)
-    context.on("close", lambda _: log.close())
-    page.on("console", lambda m: log.write(f"console.{m.type}: {m.text}\n"))
-    page.on("pageerror", lambda e: log.write(f"pageerror: {e}\n"))
-    return browser, context, page
-
-
-def close_chromium(browser: Browser, context: BrowserContext) -> None:
-    with suppress(Exception):  # the page may be gone already
-        context.close()
-    browser.close()
-
-
 class Shots:
     """Numbered screenshots in test-artifacts/jupyterlab/, named ``<prefix>NN-<name>.png``."""
 
@@ -223,3 +201,40 @@ def open_notebook(page: Page, base: str, name: str) -> None:
         KERNEL_DISPLAY_NAME)
     # Room for the notebook: fold the file browser away.
     page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()
+
+
+@contextmanager
+def lab_session(tmp: Path, files: list[Path], notebook: str, prefix: str,
+                settings: dict | None = None) -> Iterator[tuple[str, Page, Shots]]:
+    """``jupyter_lab`` serving ``files`` with ``settings``, and Chromium with ``notebook``
+    open on our kernel: yields (base URL, page, shots).
+
+    What it leaves in ARTIFACTS is named with ``prefix``: the numbered screenshots (a
+    failure adds a last one), ``<prefix>server.log``, and ``<prefix>browser-console.log``
+    with the page's console messages as they come."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with (
+        jupyter_lab(tmp, files, settings or {}, f"{prefix}server.log") as base,
+        sync_playwright() as pw,
+        open(ARTIFACTS / f"{prefix}browser-console.log", "w") as log,
+    ):
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                     headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1100})
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.on("console", lambda m: log.write(f"console.{m.type}: {m.text}\n"))
+        page.on("pageerror", lambda e: log.write(f"pageerror: {e}\n"))
+        shots = Shots(page, prefix)
+        try:
+            open_notebook(page, base, notebook)
+            shots("notebook-opened")
+            yield base, page, shots
+        except BaseException:
+            with suppress(Exception):  # the page may be gone: keep the original error
+                shots("failure")
+            raise
+        finally:
+            with suppress(Exception):  # the page may be gone already
+                context.close()
+            browser.close()

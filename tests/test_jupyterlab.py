@@ -25,35 +25,20 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from contextlib import contextmanager, suppress
-from importlib import metadata
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from .harness import skip_unless_strict
+from .jupyterlab_browser import ROOT, TOKEN, Shots, get_json, lab_session
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
-ROOT = Path(__file__).resolve().parent.parent
+from playwright.sync_api import Page, expect  # noqa: E402
+
 NOTEBOOK = "01-widgets-during-long-cells.ipynb"
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts" / "jupyterlab"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-TOKEN = "subshell-kernel-browser-test"
 KERNELS_SETTINGS = "@jupyterlab/apputils-extension:kernels-settings"
 SUBSHELL_CONSOLE_COMMAND = "notebook:create-subshell-console"
 SUBSHELL_CONSOLE_LABEL = "New Subshell Console for Notebook"
@@ -61,48 +46,6 @@ SUBSHELL_CONSOLE_LABEL = "New Subshell Console for Notebook"
 # The notebook's cells, by position.
 WIDGETS, RUN_INTRO, LONG, RESULT_INTRO, RESULT = 1, 2, 3, 4, 5
 NEW_SPEED = 2  # the slowest change from 1: the most time left to press Stop
-
-
-def _version(dist: str) -> tuple[int, ...] | None:
-    try:
-        return tuple(int(p) for p in re.findall(r"\d+", metadata.version(dist))[:2])
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _skip_reason() -> str | None:
-    if not os.access(CHROMIUM, os.X_OK):
-        return f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright Python package is not installed (pip install -e '.[test]')"
-    lab = _version("jupyterlab")
-    if lab is None:
-        return "JupyterLab is not installed (pip install -e '.[test]')"
-    if lab < (4, 4):
-        return f"JupyterLab {metadata.version('jupyterlab')} < 4.4 has no kernel subshells"
-    return None
-
-
-_SKIP = _skip_reason()
-if _SKIP:
-    skip_unless_strict(_SKIP, allow_module_level=True)
-
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
-
-# -- the server ----------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as r:  # loopback only
-        return json.loads(r.read())
 
 
 def _installed_comms_setting() -> dict:
@@ -129,101 +72,7 @@ def _installed_subshell_console_entry() -> dict:
     return entry
 
 
-@contextmanager
-def _jupyter_lab(tmp: Path, prefix: str):
-    """Start ``jupyter lab`` on a free loopback port; yield its base URL."""
-    root, settings = tmp / "root", tmp / "app-settings"
-    for d in (root, settings):
-        d.mkdir()
-    shutil.copy(ROOT / "notebooks" / NOTEBOOK, root / NOTEBOOK)
-    # Explicit, whatever this JupyterLab's default is; news and update checks off
-    # (loopback only), so no notification pops up over the page.
-    (settings / "overrides.json").write_text(json.dumps({
-        KERNELS_SETTINGS: {"commsOverSubshells": "perCommTarget"},
-        "@jupyterlab/apputils-extension:notification": {
-            "fetchNews": "false", "checkForUpdates": False,
-        },
-    }))
-    env = dict(os.environ)  # JUPYTER_PATH, IPYTHONDIR: conftest's, with our kernelspecs
-    env.update(
-        JUPYTER_CONFIG_DIR=str(tmp / "config"),
-        JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
-        JUPYTERLAB_SETTINGS_DIR=str(tmp / "user-settings"),
-        JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
-        PYTHONUNBUFFERED="1",
-    )
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log_path = tmp / "server.log"
-    cmd = [
-        sys.executable, "-m", "jupyterlab",
-        "--no-browser", "--allow-root",
-        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={TOKEN}",
-        f"--ServerApp.root_dir={root}",
-        "--ServerApp.terminals_enabled=False",
-        f"--LabApp.app_settings_dir={settings}",
-        "--LabApp.extension_manager=readonly",
-    ]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=tmp, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited ({proc.returncode}):\n{log_path.read_text()}")
-            try:
-                _get_json(f"{base}/api/status?token={TOKEN}")
-                break
-            except (OSError, urllib.error.URLError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"jupyter lab did not answer in 60 s:\n{log_path.read_text()}")
-                time.sleep(0.2)
-        yield base
-    finally:
-        _stop_server(proc, base)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(log_path, ARTIFACTS / f"{prefix}server.log")
-
-
-def _stop_server(proc: subprocess.Popen, base: str) -> None:
-    """Shut the server down with its kernels; kill what is left of its session."""
-    if proc.poll() is None:
-        try:
-            req = urllib.request.Request(f"{base}/api/shutdown?token={TOKEN}", method="POST")
-            urllib.request.urlopen(req, timeout=5).close()
-        except (OSError, urllib.error.URLError):
-            pass
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-    # Our own process group (start_new_session): the server and any kernel it left.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(5)
-
-
 # -- the page ------------------------------------------------------------------------------
-
-
-class Shots:
-    """Numbered screenshots in test-artifacts/jupyterlab/, named ``<prefix>NN-<name>.png``."""
-
-    def __init__(self, page: Page, prefix: str):
-        self.page, self.n, self.prefix = page, 0, prefix
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        for old in ARTIFACTS.glob(f"{prefix}[0-9][0-9]-*.png"):
-            old.unlink()
-
-    def __call__(self, name: str, locator=None) -> Path:
-        self.n += 1
-        path = ARTIFACTS / f"{self.prefix}{self.n:02d}-{name}.png"
-        (locator or self.page).screenshot(path=str(path))
-        return path
 
 
 class Lab:
@@ -243,11 +92,6 @@ class Lab:
 
     def prompt(self, index: int):
         return self.cell(index).locator(".jp-InputArea-prompt")
-
-    @property
-    def kernel_status(self):
-        return self.notebook.locator(
-            ".jp-NotebookPanel-toolbar [data-jp-item-name='executionProgress']")
 
     @property
     def slider(self):
@@ -280,25 +124,6 @@ class Lab:
         self.page.mouse.move(x, y, steps=4)
         self.page.mouse.up()
         expect(slider.locator(".widget-readout")).to_have_text(str(value), timeout=5_000)
-
-
-def _open_notebook(page: Page, lab: Lab, base: str) -> None:
-    page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={TOKEN}&reset", timeout=60_000)
-    # The status bar's "<kernel> | <status>" item: the toolbar alone says "Idle" while
-    # there is "No Kernel" yet, and a cell run then is lost.
-    idle = page.locator(".jp-StatusBar-Left .jp-StatusBar-Item").filter(
-        has_text=re.compile(r"^Python 3 \(subshell\) \| Idle$"))
-    dialog = page.locator(".jp-Dialog")
-    expect(idle.or_(dialog).first).to_be_visible(timeout=60_000)
-    if dialog.is_visible():  # "Select Kernel": choose ours
-        dialog.locator("select").select_option(label="Python 3 (subshell)")
-        dialog.locator(".jp-mod-accept").click()
-    expect(idle).to_be_visible(timeout=60_000)
-    expect(lab.kernel_status).to_contain_text("Idle")
-    kernel_name = lab.notebook.locator(".jp-NotebookPanel-toolbar .jp-KernelName")
-    expect(kernel_name).to_have_text("Python 3 (subshell)")
-    # Room for the notebook: fold the file browser away.
-    page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()
 
 
 def _open_subshell_console(page: Page, lab: Lab) -> None:
@@ -405,39 +230,19 @@ def _steer_long_cell(page: Page, lab: Lab, shots: Shots, attempt: int,
 
 @contextmanager
 def _lab_session(tmp_path: Path, prefix: str):
-    """JupyterLab with the notebook open in Chromium: yields (page, lab, shots).
-
-    Screenshots, the server log and the browser's console go to ARTIFACTS, named
-    with ``prefix``; a failure leaves a last screenshot."""
-    page_log: list[str] = []
-    with _jupyter_lab(tmp_path, prefix) as base, sync_playwright() as pw:
+    """JupyterLab with the notebook open in Chromium, ``commsOverSubshells`` set to
+    ``perCommTarget`` (explicit, whatever this JupyterLab's default is): yields
+    (page, lab, shots); the artifacts are named with ``prefix``."""
+    overrides = {KERNELS_SETTINGS: {"commsOverSubshells": "perCommTarget"}}
+    with lab_session(tmp_path, [ROOT / "notebooks" / NOTEBOOK], NOTEBOOK, prefix,
+                     overrides) as (base, page, shots):
         # The effective setting, as the server hands it to the page.
-        settings = _get_json(f"{base}/lab/api/settings/{KERNELS_SETTINGS}?token={TOKEN}")
+        settings = get_json(f"{base}/lab/api/settings/{KERNELS_SETTINGS}?token={TOKEN}")
         effective = settings["settings"].get(
             "commsOverSubshells",
             settings["schema"]["properties"]["commsOverSubshells"]["default"])
         assert effective == "perCommTarget", settings
-
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                     headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 1100})
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        page.on("console", lambda m: page_log.append(f"console.{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: page_log.append(f"pageerror: {e}"))
-        lab, shots = Lab(page), Shots(page, prefix)
-        try:
-            _open_notebook(page, lab, base)
-            shots("notebook-opened")
-            yield page, lab, shots
-        except BaseException:
-            with suppress(Exception):  # the page may be gone: keep the original error
-                shots("failure")
-            raise
-        finally:
-            (ARTIFACTS / f"{prefix}browser-console.log").write_text("\n".join(page_log) + "\n")
-            context.close()
-            browser.close()
+        yield page, Lab(page), shots
 
 
 def test_widgets_and_subshell_console_in_jupyterlab(tmp_path):

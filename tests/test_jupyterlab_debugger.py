@@ -20,15 +20,14 @@ from __future__ import annotations
 import json
 import re
 import time
-from contextlib import suppress
 
 import pytest
 
-from .jupyterlab_browser import Shots, close_chromium, jupyter_lab, launch_chromium, open_notebook
+from .jupyterlab_browser import lab_session
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Page, expect  # noqa: E402
 
 NOTEBOOK = "debug-me.ipynb"
 CELL = """\
@@ -110,48 +109,37 @@ def test_breakpoint_callstack_variables_and_continue_in_jupyterlab(tmp_path):
     start = time.monotonic()
     _write_notebook(tmp_path / NOTEBOOK)
     (tmp_path / "files").mkdir()
-    with jupyter_lab(tmp_path / "files", [tmp_path / NOTEBOOK], {},
-                     "debugger-server.log") as base, sync_playwright() as pw:
-        browser, context, page = launch_chromium(pw, "debugger-browser-console.log")
-        shots = Shots(page, "debugger-")
+    with lab_session(tmp_path / "files", [tmp_path / NOTEBOOK], NOTEBOOK,
+                     "debugger-") as (_, page, shots):
         lab = Debugger(page)
-        try:
-            open_notebook(page, base, NOTEBOOK)
-            shots("notebook-opened")
 
-            lab.toggle(on=True)
-            expect(lab.sidebar).to_be_visible(timeout=30_000)
-            shots("debugger-on")
+        lab.toggle(on=True)
+        expect(lab.sidebar).to_be_visible(timeout=30_000)
+        shots("debugger-on")
 
-            lab.click_gutter(BREAKPOINT_LINE)
-            expect(lab.breakpoints).to_have_count(1, timeout=15_000)
-            expect(lab.breakpoints).to_contain_text(str(BREAKPOINT_LINE))
-            shots("breakpoint-set")
+        lab.click_gutter(BREAKPOINT_LINE)
+        expect(lab.breakpoints).to_have_count(1, timeout=15_000)
+        expect(lab.breakpoints).to_contain_text(str(BREAKPOINT_LINE))
+        shots("breakpoint-set")
 
-            lab.run_cell()
-            expect(lab.frames.first).to_have_text("add", timeout=30_000)
-            expect(lab.prompt).to_have_text("[*]:")  # the cell is stopped, not done
-            expect(lab.variable("a")).to_contain_text("40", timeout=15_000)
-            expect(lab.variable("b")).to_contain_text("2")
-            shots("stopped-at-breakpoint")
-            shots("call-stack-and-variables", lab.sidebar)
+        lab.run_cell()
+        expect(lab.frames.first).to_have_text("add", timeout=30_000)
+        expect(lab.prompt).to_have_text("[*]:")  # the cell is stopped, not done
+        expect(lab.variable("a")).to_contain_text("40", timeout=15_000)
+        expect(lab.variable("b")).to_contain_text("2")
+        shots("stopped-at-breakpoint")
+        shots("call-stack-and-variables", lab.sidebar)
 
-            lab.continue_()
-            expect(lab.output).to_contain_text("result: 42", timeout=30_000)
-            expect(lab.prompt).to_have_text("[1]:")
-            expect(lab.frames).to_have_count(0)
-            shots("continued-cell-finished")
+        lab.continue_()
+        expect(lab.output).to_contain_text("result: 42", timeout=30_000)
+        expect(lab.prompt).to_have_text("[1]:")
+        expect(lab.frames).to_have_count(0)
+        shots("continued-cell-finished")
 
-            lab.toggle(on=False)
-            lab.run_cell()
-            expect(lab.prompt).to_have_text("[2]:", timeout=30_000)  # ran through
-            expect(lab.output).to_contain_text("result: 42")
-            expect(lab.frames).to_have_count(0)
-            shots("debugger-off-cell-runs-through")
-        except BaseException:
-            with suppress(Exception):  # the page may be gone: keep the original error
-                shots("failure")
-            raise
-        finally:
-            close_chromium(browser, context)
+        lab.toggle(on=False)
+        lab.run_cell()
+        expect(lab.prompt).to_have_text("[2]:", timeout=30_000)  # ran through
+        expect(lab.output).to_contain_text("result: 42")
+        expect(lab.frames).to_have_count(0)
+        shots("debugger-off-cell-runs-through")
     assert time.monotonic() - start < 120
