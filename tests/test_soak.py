@@ -316,7 +316,8 @@ def _churn(w: Wire, cycles: int) -> dict:
             # interrupt it while running, or come after it completed
             content = replies[0]["content"]
             outcome = status if status != "error" else content["ename"]
-            assert outcome in ("ok", "aborted", "KeyboardInterrupt", "UnknownSubshellError"), content
+            assert outcome in ("ok", "aborted", "KeyboardInterrupt",
+                               "UnknownSubshellError"), content
             outcomes[outcome] += 1
         else:
             assert status == "ok", replies[0]["content"]

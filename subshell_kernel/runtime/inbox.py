@@ -4,7 +4,8 @@ Used only on the subshell's own loop: the router thread appends messages to
 a deque and schedules ``Subshell._pull`` with the loop's thread-safe
 call-soon, which runs ``put`` on the loop.  The inbox outlives a loop (the
 parent's, replaced when a GUI is turned on or off): it is handed over between
-two requests, when nothing waits on it, so no waiter belongs to a dead loop.  Items leave only by synchronous pops, so a waiter that is
+two requests, when nothing waits on it, so no waiter belongs to a dead loop.
+Items leave only by synchronous pops, so a waiter that is
 cancelled loses nothing (an AnyIO memory stream can lose the item handed to a
 receiver that is cancelled as it wakes).
 
