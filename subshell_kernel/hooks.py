@@ -25,6 +25,9 @@ logging handlers on fd 2               moved to a copy of the original fd 2, and
 ``sys.displayhook``, ``get_ipython``,  IPython's, installed once rather than around
 ``exit``, ``quit`` builtins            each cell (cells overlap on several threads)
 ``sys.setswitchinterval``              subshells stay responsive beside CPU-bound code
+``os.register_at_fork``                in a child forked from the kernel, ``sys.stdout``
+                                       and ``sys.stderr`` write to fds 1 and 2 (it
+                                       cannot be unregistered: uninstall disarms it)
 SIGINT, SIGTERM handlers               interrupt, shutdown; both are blocked in every
                                        thread the kernel starts (``block_signals``)
 ``os.environ``                         what libraries and terminal tools read to
@@ -180,10 +183,15 @@ class InterpreterHooks:
         on_sigterm: Callable,
         main_pause: MainPause,
     ) -> None:
+        outs: list[OutStream] = []
         for fd, name in ((1, "stdout"), (2, "stderr")):
             copy = os.dup(fd)  # what fileno() gives (runtime.streams)
             self._undo.append(lambda copy=copy: os.close(copy))
-            self._set(sys, name, OutStream(name, streams, copy))
+            outs.append(OutStream(name, streams, copy))
+            self._set(sys, name, outs[-1])
+        # (a fork handler cannot be unregistered: uninstall empties what it acts on)
+        os.register_at_fork(after_in_child=lambda: [out.forked() for out in outs])
+        self._undo.append(outs.clear)
         self._set(threading.Thread, "start", start_with_parent(threading.Thread.start))
         self._set(time, "sleep", interruptible_sleep)
         self._set(builtins, "input", input)
