@@ -403,11 +403,16 @@ def user_frames_only(tb):
         tb = tb.tb_next
     new = None
     for t in reversed(frames):
-        new = type(t)(new, t.tb_frame, t.tb_lasti, t.tb_lineno)
+        # tb_lineno is None for an instruction without a line (3.11+), as where an
+        # interrupt lands in compile(); the constructor wants an int
+        lineno = t.tb_lineno if t.tb_lineno is not None else t.tb_frame.f_code.co_firstlineno
+        new = type(t)(new, t.tb_frame, t.tb_lasti, lineno)
     return new
 
 
-_MACHINERY_MODULES = ("asyncio", "anyio", "trio", "outcome", "contextlib", "threading")
+#: (codeop: IPython compiles each cell through it, and an interrupt can land there)
+_MACHINERY_MODULES = ("asyncio", "anyio", "codeop", "contextlib", "outcome", "threading",
+                      "trio")
 
 
 def _is_machinery(filename: str) -> bool:
