@@ -45,6 +45,7 @@ from pathlib import Path
 import floors
 import jupyter_client
 import peers
+import psutil
 import zmq
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
@@ -947,22 +948,7 @@ def debug_request(k: Kernel, command: str, arguments: dict | None = None,
 
 def _remote_ports(pid: int) -> set[int]:
     """Remote TCP ports of the process's connected sockets."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    ports = set()
-    for table in ("tcp", "tcp6"):
-        with open(f"/proc/{pid}/net/{table}") as f:
-            next(f)
-            for fields in map(str.split, f):
-                if fields[9] in inodes:
-                    ports.add(int(fields[2].rsplit(":", 1)[1], 16))
-    return ports
+    return {c.raddr.port for c in psutil.Process(pid).net_connections(kind="tcp") if c.raddr}
 
 
 def _debug_adapters(kernel_pid: int) -> list[int]:

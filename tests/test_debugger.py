@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 
+import psutil
 import pytest
 from ipykernel.compiler import murmur2_x86
 
@@ -335,30 +336,10 @@ def test_shutdown_while_a_cell_is_stopped_exits_cleanly(fresh_kernel):
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _socket_inodes(pid: int) -> set[str]:
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    return inodes
-
-
 def _listening_ports(pid: int) -> set[int]:
     """TCP ports the process listens on (LISTEN sockets it holds)."""
-    inodes = _socket_inodes(pid)
-    ports = set()
-    for table in ("tcp", "tcp6"):
-        with open(f"/proc/{pid}/net/{table}") as f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+    return {c.laddr.port for c in psutil.Process(pid).net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN}
 
 
 def _zmq_ports(k: KernelHarness) -> set[int]:

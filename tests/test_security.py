@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 import zmq
 from jupyter_client.manager import KernelManager
@@ -51,26 +51,10 @@ def test_curve_encrypted_kernel_answers_only_clients_with_the_keys():
 
 
 def _listening(pid: int) -> list[tuple[str, int]]:
-    """(address, port) of the TCP sockets process ``pid`` listens on."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    found = []
-    with open(f"/proc/{pid}/net/tcp") as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if state == "0A" and inode in inodes:  # LISTEN
-                hex_ip, hex_port = local.split(":")
-                ip = ".".join(str(int(hex_ip[i : i + 2], 16)) for i in (6, 4, 2, 0))
-                found.append((ip, int(hex_port, 16)))
-    return found
+    """(address, port) of the IPv4 TCP sockets process ``pid`` listens on."""
+    return [(c.laddr.ip, c.laddr.port)
+            for c in psutil.Process(pid).net_connections(kind="tcp4")
+            if c.status == psutil.CONN_LISTEN]
 
 
 def test_sockets_bind_only_to_the_connection_file_address(kernel):

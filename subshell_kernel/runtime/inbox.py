@@ -37,9 +37,6 @@ class Inbox:
         self._items: deque[Any] = deque()
         self._waiters: list[anyio.Event] = []
 
-    def __len__(self) -> int:
-        return len(self._items)
-
     def __iter__(self) -> Iterator[Any]:
         return iter(self._items)
 
