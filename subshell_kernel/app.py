@@ -2,6 +2,9 @@
 
     python -m subshell_kernel -f CONNECTION_FILE [--SubshellKernel.backend=trio]
     python -m subshell_kernel install [--user | --sys-prefix | --prefix P] [--name N]
+
+This module imports nothing of IPython: a kernel boots (``boot.py``: sockets
+bound, ``kernel_info`` answered) before ``kernel.py`` and IPython are imported.
 """
 
 from __future__ import annotations
@@ -16,12 +19,9 @@ from traitlets import Bool, Unicode
 from traitlets.config import Application
 
 from . import __version__
-from .kernel import Kernel
+from .boot import Boot
 from .kernelspec import DEFAULT_NAME, install
-
-
-class SubshellKernel(Kernel):
-    """Configurable as ``--SubshellKernel.<trait>=...`` or in a config file."""
+from .settings import SubshellKernel
 
 
 class InstallApp(Application):
@@ -82,9 +82,15 @@ class SubshellKernelApp(Application):
             return self.subapp.start()
         self._connection_path = None
         connection = self._load_connection()
-        kernel = SubshellKernel(connection, parent=self,
-                                connection_file=str(self._connection_path or self.connection_file))
-        kernel.start(write_connection_to=self._connection_path)
+        settings = SubshellKernel(
+            parent=self, connection_file=str(self._connection_path or self.connection_file))
+        boot = Boot(connection, settings, write_connection_to=self._connection_path)
+        boot.start()
+        # Deliberately late (tests/test_structure.py allows this one): IPython takes
+        # most of startup, and kernel_info is answered while it loads.
+        from .kernel import Kernel
+
+        Kernel(boot, parent=self).start()
 
     def _load_connection(self) -> dict:
         path = Path(self.connection_file) if self.connection_file else None

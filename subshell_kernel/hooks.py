@@ -25,11 +25,13 @@ logging handlers on fd 2               moved to a copy of the original fd 2, and
 ``sys.displayhook``, ``get_ipython``,  IPython's, installed once rather than around
 ``exit``, ``quit`` builtins            each cell (cells overlap on several threads)
 ``sys.setswitchinterval``              subshells stay responsive beside CPU-bound code
+                                       (set first by ``boot``, before IPython loads)
 ``os.register_at_fork``                in a child forked from the kernel, ``sys.stdout``
                                        and ``sys.stderr`` write to fds 1 and 2 (it
                                        cannot be unregistered: uninstall disarms it)
 SIGINT, SIGTERM handlers               interrupt, shutdown; both are blocked in every
-                                       thread the kernel starts (``block_signals``)
+                                       thread the kernel starts (``boot`` blocks them
+                                       before it starts one; ``unblock_signals``)
 ``os.environ``                         what libraries and terminal tools read to
                                        recognise a notebook (``TERM``, ``FORCE_COLOR``,
                                        ``MPLBACKEND``, ``PLOTLY_RENDERER``, ...:
@@ -84,19 +86,20 @@ import comm
 from .adapter import autoawait, debugging, recognition
 from .adapter.debugpy_server import PYDEVD_ENVIRONMENT, DebugServer
 from .adapter.imports import ImportWatch, is_initializing
+from .boot import KERNEL_SIGNALS
 from .runtime.context import start_with_parent
 from .runtime.main_pause import SIGNAL as PAUSE_SIGNAL
 from .runtime.main_pause import MainPause
 from .runtime.streams import OutStream, StreamRouter
 from .runtime.subshell import interruptible_sleep
 
-KERNEL_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _PACKAGE = __name__.rpartition(".")[0]
 
 
 class InterpreterHooks:
-    def __init__(self) -> None:
-        self._undo: list[Callable[[], None]] = []
+    def __init__(self, undo_first: list[Callable[[], None]] = ()) -> None:
+        #: ``undo_first``: what ``boot`` changed before IPython loaded, undone last
+        self._undo: list[Callable[[], None]] = list(undo_first)
         #: where the kernel's own log goes: fd 2 as it was before ``redirect_fds``
         self.original_stderr = sys.__stderr__
 
@@ -106,12 +109,6 @@ class InterpreterHooks:
         self._undo.append(lambda: setattr(owner, name, old))
 
     # -- before the kernel starts its threads ----------------------------------------
-    def block_signals(self) -> None:
-        """Block SIGINT/SIGTERM in this thread, so threads started now inherit the
-        block and those signals always reach the main thread (``unblock_signals``)."""
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, KERNEL_SIGNALS)
-        self._undo.append(lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old))
-
     def unblock_signals(self) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, KERNEL_SIGNALS)
 

@@ -1,5 +1,9 @@
 """The kernel: builds the parts, hands each the collaborators it uses, runs until shutdown.
 
+``boot.Boot`` has bound the sockets and answers ``kernel_info`` already; the
+kernel imports IPython, builds the rest and opens the router and control
+thread to every request once the parent's loop runs.
+
 Threads (the map in docs/architecture.md says what each waits in):
 
     main           the parent subshell's AnyIO loop (uvloop if installed), or with
@@ -27,7 +31,6 @@ Nothing below the kernel imports it: the parts get what they use (the
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -35,9 +38,7 @@ import threading
 import time
 from typing import Any
 
-import zmq
 from IPython.core.profiledir import ProfileDir
-from traitlets import Bool, Enum, Float, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import __version__
@@ -45,14 +46,11 @@ from .adapter import recognition
 from .adapter.cells import CellCompiler
 from .adapter.comms import FIGURE_MODULES, KernelCommManager, comm_class
 from .adapter.debugger import Debugger
-from .adapter.debugpy_server import debugpy_available
 from .adapter.handlers import ShellHandlers
 from .adapter.recognition import ZMQInteractiveShell
 from .adapter.shell import SubshellState
 from .adapter.stdin import Stdin
-from .core.kernel_info import kernel_info_content
-from .core.lifecycle import Outbox
-from .core.protocol import Codec
+from .boot import Boot
 from .hooks import InterpreterHooks
 from .runtime.comm_dispatch import CommDispatch
 from .runtime.kernel_requests import KernelRequests
@@ -62,12 +60,7 @@ from .runtime.registry import Subshells
 from .runtime.streams import StreamRouter
 from .runtime.subshell import Subshell
 from .runtime.threads import return_freed_memory
-from .transport import sockets
-from .transport.channels import Channels
-from .transport.control import Control
-from .transport.iopub import IOPub
 from .transport.kernel_threads import kernel_thread, mark_untraced
-from .transport.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -78,65 +71,26 @@ WATCHDOG_EXIT_STATUS = 3
 class Kernel(LoggingConfigurable):
     """A Jupyter kernel for Python on AnyIO, with subshells (JEP 91)."""
 
-    backend = Enum(
-        ["asyncio", "trio"], default_value="asyncio", config=True,
-        help="The AnyIO backend of every subshell's event loop (and of top-level await).",
-    )
-    flush_interval = Float(
-        0.05, config=True, help="Seconds after a first write before buffered output is sent."
-    )
-    use_uvloop = Bool(
-        True, config=True,
-        help="With the asyncio backend, run the parent subshell's loop on uvloop when it is "
-        "installed: a request then costs ~10% less CPU (290 against 320 us for `pass`).  "
-        "Child subshells keep asyncio's own loop: a uvloop loop holds ~0.3 MB (a 256 KB "
-        "read buffer), three times a subshell's whole budget.",
-    )
-    ip = Unicode("127.0.0.1", config=True, help="Address to bind when not in the connection file.")
-    switch_interval = Float(
-        0.0001, config=True,
-        help="sys.setswitchinterval: how long a thread may hold the GIL while others wait. "
-        "While the parent runs CPU-bound code, a subshell request loses the GIL to it "
-        "several times (each zmq call releases it) and waits this long each time: a "
-        "subshell round trip took 46 ms at Python's 5 ms default, 13 ms at 1 ms, 1.9 ms "
-        "at 0.2 ms and 1.3 ms at 0.1 ms.  Two CPU-bound threads ran no slower at 0.1 ms "
-        "(within 0.5%, median of 5 runs).",
-    )
-    iopub_subscriber_budget = Int(
-        32 << 20, config=True,
-        help="Bytes of iopub output the kernel may hold for one frontend that stops reading "
-        "(a frozen tab, a laptop asleep); beyond it, that frontend alone misses output.  "
-        "A frontend that keeps reading never falls this far behind and gets everything.",
-    )
-    capture_fd_output = Bool(
-        True, config=True,
-        help="Forward what C code and subprocesses write to file descriptors 1 and 2.",
-    )
-    profile_dir = Unicode(
-        "", config=True,
-        help="IPython profile directory, which holds the history database (as "
-        "ipykernel's --profile-dir); default: the 'default' profile under IPYTHONDIR.",
-    )
-    connection_file = Unicode("", help="The connection file, if the kernel was given one.")
-
-    def __init__(self, connection: dict[str, Any], **kwargs):
+    def __init__(self, boot: Boot, **kwargs):
         super().__init__(**kwargs)
-        self.connection = connection
-        self.context = zmq.Context()
-        key = connection.get("key", "")
-        key = key.encode() if isinstance(key, str) else key
-        self.codec = Codec(key, connection.get("signature_scheme", "hmac-sha256"))
-        self.hooks = InterpreterHooks()
+        self.boot = boot
+        self.settings = settings = boot.settings
+        self.backend = settings.backend
+        self.connection = boot.connection
+        self.connection_file = settings.connection_file
+        self.iopub, self.streams, self.channels = boot.iopub, boot.streams, boot.channels
+        self.router, self.control = boot.router, boot.control
+        self.kernel_info = boot.kernel_info
+        self.hooks = InterpreterHooks(undo_first=boot.undo)
         self._shutdown_answered = threading.Event()
         self._shutting_down = False
         self._stopped_children: list[Subshell] = []
         self._exited = threading.Event()
-        self._debugger_available: bool | None = None
 
     # -- startup ----------------------------------------------------------------------
     def _loop_options(self, parent: bool) -> dict[str, Any]:
         """``anyio.run`` options for a subshell's loop (``parent``: the main thread's)."""
-        if parent and self.backend == "asyncio" and self.use_uvloop:
+        if parent and self.backend == "asyncio" and self.settings.use_uvloop:
             try:
                 import uvloop  # noqa: F401  (optional: only its presence is checked)
             except ImportError:
@@ -144,40 +98,21 @@ class Kernel(LoggingConfigurable):
             return {"use_uvloop": True}
         return {}
 
-    def start(self, write_connection_to: os.PathLike | None = None) -> None:
-        """Run the kernel on the calling (main) thread until shutdown."""
-        hooks = self.hooks
-        hooks.block_signals()  # every thread started from here on inherits the block
-        def bind(kind: int, name: str, sndhwm: int = 0) -> zmq.Socket:
-            return sockets.bind(self.context, kind, self.connection, name, self.ip, sndhwm)
-
-        shell_sock, stdin_sock = bind(zmq.ROUTER, "shell"), bind(zmq.ROUTER, "stdin")
-        control_sock, hb_sock = bind(zmq.ROUTER, "control"), bind(zmq.ROUTER, "hb")
-        iopub_sock = bind(zmq.XPUB, "iopub", IOPub.high_water_mark(self.iopub_subscriber_budget))
-        if write_connection_to is not None:
-            _write_private_json(write_connection_to, self.connection)
-            log.warning("wrote connection file %s", write_connection_to)
-
-        self.iopub = iopub = IOPub(iopub_sock, self.codec.fork(), self.backend, self.flush_interval)
-        self.streams = streams = StreamRouter(iopub.publish, iopub.flush_soon)
-        fd_pipes = hooks.redirect_fds() if self.capture_fd_output else {}
+    def start(self) -> None:
+        """Build the rest around ``boot``'s parts; run on the main thread until shutdown."""
+        boot, hooks, settings = self.boot, self.hooks, self.settings
+        iopub, streams, channels = self.iopub, self.streams, self.channels
+        fd_pipes = hooks.redirect_fds() if settings.capture_fd_output else {}
         hooks.log_to_original_stderr()
-
-        wake = sockets.WakePipe()
-        shell = sockets.SharedSocket(shell_sock, on_input=wake.wake)
-        stdin = sockets.SharedSocket(stdin_sock, on_input=wake.wake)
-        self.channels = channels = Channels(self.codec, shell, stdin, iopub)
-        outbox = Outbox(channels.status, channels.reply, self._flush_output)
+        outbox = boot.outbox
         self.stdin = Stdin(channels, streams.flush)
         self.shell = self._make_shell(streams)
         self.comm_manager = KernelCommManager()
         self.comm_dispatch = CommDispatch(self.comm_manager.owner_of)
         self.main_pause = MainPause(FIGURE_MODULES + LOCK_HOLDERS)
         self.subshells = subshells = Subshells(self._new_child, self.comm_dispatch)
-        ports = {f"{name}_port": self.connection[f"{name}_port"]
-                 for name in ("shell", "iopub", "stdin", "control", "hb")}
         requests = KernelRequests(subshells, self.kernel_info, self.request_shutdown,
-                                  streams.publish, ports)
+                                  streams.publish, boot.ports)
         self.handlers = ShellHandlers(self.shell, self.comm_manager, streams,
                                       requests.shell_table(), self.main_pause)
         self._outbox = outbox
@@ -191,39 +126,26 @@ class Kernel(LoggingConfigurable):
             main_loop=self.main_loop, on_comm_done=self.comm_dispatch.done,
             before_raise=self.debugger.release,
         )
-        self.router = Router(shell, stdin, wake, self.codec.fork(), subshells.deliver,
-                             self.stdin.on_reply, outbox)
-        control_table = {**requests.control_table(), "debug_request": self.debugger.handle}
-        self.control = Control(control_sock, self.codec.fork(), control_table,
-                               channels.status, streams.flush, on_quiet=self.warm_up,
-                               on_answered=self._on_control_answered)
+        self._control_table = {**requests.control_table(), "debug_request": self.debugger.handle}
         hooks.install(
             streams=streams, input=self.stdin.input, getpass_=self.stdin.getpass,
             comm_class=comm_class(streams, subshells.cells_running),
             comm_manager=self.comm_manager, shell=self.shell,
-            switch_interval=self.switch_interval, on_sigint=subshells.on_sigint,
+            switch_interval=settings.switch_interval, on_sigint=subshells.on_sigint,
             on_sigterm=self._on_sigterm, main_pause=self.main_pause,
         )
         iopub.start(streams.flush_all, fd_pipes, streams.write_fd_output, return_freed_memory)
-        sockets.start_heartbeat(hb_sock)
         if os.environ.get("JPY_PARENT_PID"):
             kernel_thread(self._exit_with_launcher, "parent-watch").start()
         try:
-            subshells.parent.run(on_ready=self._start_io)
+            subshells.parent.run(on_ready=self._open)
         finally:
             self._cleanup()
 
-    def _flush_output(self, parent: dict[str, Any]) -> None:
-        """Before a request's idle: its buffered output, and for the execute request that
-        fd output goes to, what the fd pipes hold now (``IOPub.forward_fd_output``)."""
-        if parent is self.streams.fd_parent:
-            self.iopub.forward_fd_output()
-        self.streams.flush(parent)
-
     def _make_shell(self, streams: StreamRouter) -> ZMQInteractiveShell:
         options: dict[str, Any] = {}
-        if self.profile_dir:
-            options["profile_dir"] = ProfileDir.create_profile_dir(self.profile_dir)
+        if self.settings.profile_dir:
+            options["profile_dir"] = ProfileDir.create_profile_dir(self.settings.profile_dir)
         # every cell is named by the hash of its source, debugger or not (adapter/cells.py)
         shell = ZMQInteractiveShell.instance(parent=self, compiler_class=CellCompiler,
                                              **options)
@@ -245,10 +167,11 @@ class Kernel(LoggingConfigurable):
                         on_comm_done=self.comm_dispatch.done,
                         before_raise=self.debugger.release)
 
-    def _start_io(self) -> None:
-        self.router.start()
-        self.control.start()
-        self.iopub.status("starting", None)
+    def _open(self) -> None:
+        """The parent's loop runs: hand every request on from now on (held ones first)."""
+        self.router.open(self.subshells.deliver, self.stdin.on_reply)
+        self.control.open(self._control_table, on_quiet=self.warm_up,
+                          on_answered=self._on_control_answered)
         log.info("subshell_kernel %s ready (%s backend)", __version__, self.backend)
         self.hooks.unblock_signals()
 
@@ -273,14 +196,6 @@ class Kernel(LoggingConfigurable):
     @property
     def language_info(self) -> dict[str, Any]:
         return self.kernel_info()["language_info"]
-
-    def kernel_info(self) -> dict[str, Any]:
-        if self._debugger_available is None:  # looked up once, without importing it
-            self._debugger_available = debugpy_available()
-        features = ["kernel subshells", "debugger"] if self._debugger_available \
-            else ["kernel subshells"]
-        return kernel_info_content(__version__, self.backend, features,
-                                   debugger=self._debugger_available)
 
     # -- shutdown -----------------------------------------------------------------------
     def request_shutdown(self, restart: bool = False, answered_on_control: bool = False) -> None:
@@ -341,12 +256,6 @@ class Kernel(LoggingConfigurable):
         self.hooks.uninstall()
         self.iopub.stop(1.0)  # forwards what the pipes hold, flushes, closes the socket
         # every socket is closed by its owner thread (control and heartbeat on ETERM)
-        self.context.term()
+        self.boot.context.term()
         self._exited.set()
 
-
-def _write_private_json(path: os.PathLike, data: dict) -> None:
-    """Write ``data`` to a file only its owner can read (it holds the key)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)

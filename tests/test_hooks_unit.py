@@ -23,6 +23,7 @@ from types import SimpleNamespace
 import comm
 
 from subshell_kernel.adapter import recognition
+from subshell_kernel.boot import change_interpreter
 from subshell_kernel.hooks import InterpreterHooks
 from subshell_kernel.runtime.main_pause import SIGNAL as PAUSE_SIGNAL
 from subshell_kernel.runtime.main_pause import MainPause
@@ -105,8 +106,7 @@ def test_install_then_uninstall_leaves_the_interpreter_as_it_was(monkeypatch):
     waker.setblocking(False)
     try:
         before = snapshot()
-        hooks = InterpreterHooks()
-        hooks.block_signals()
+        hooks = InterpreterHooks(undo_first=change_interpreter(0.0042))
         pipes = hooks.redirect_fds()
         hooks.log_to_original_stderr()
         hooks.install(

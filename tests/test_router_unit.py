@@ -42,7 +42,9 @@ def make_router(shell: zmq.Socket, stdin: zmq.Socket, inbox: queue.SimpleQueue) 
         shell_s.send(codec.reply_frames(msg, content))
 
     outbox = Outbox(status=lambda state, parent: None, reply=reply, flush=lambda parent: None)
-    return Router(shell_s, stdin_s, wake, codec, deliver, lambda msg: None, outbox)
+    router = Router(shell_s, stdin_s, wake, codec, outbox, early={})
+    router.open(deliver, lambda msg: None)
+    return router
 
 
 @pytest.fixture
@@ -166,3 +168,51 @@ def test_a_closed_wake_pipe_ignores_wakes():
     wake.close()
     wake.wake()  # no EBADF, no write to a descriptor reused since
     wake.close()  # idempotent
+
+
+@pytest.mark.timeout(30)
+def test_before_open_requests_are_held_in_order_and_kernel_info_is_answered_early():
+    """The boot: the router runs before the subshells exist (IPython still loading).
+    A kernel_info_request with nothing held ahead of it is answered at once; the
+    rest, and a kernel_info_request that came behind a held request, wait in
+    order and are handed over at ``open``."""
+    context = zmq.Context()
+    shell, stdin = context.socket(zmq.ROUTER), context.socket(zmq.ROUTER)
+    port = shell.bind_to_random_port("tcp://127.0.0.1")
+    stdin.bind_to_random_port("tcp://127.0.0.1")
+    codec, wake = Codec(KEY), WakePipe()
+    shell_s = SharedSocket(shell, on_input=wake.wake)
+    outbox = Outbox(status=lambda state, parent: None,
+                    reply=lambda msg, content: shell_s.send(codec.reply_frames(msg, content)),
+                    flush=lambda parent: None)
+    router = Router(shell_s, SharedSocket(stdin, on_input=wake.wake), wake, codec, outbox,
+                    early={"kernel_info_request": lambda: {"status": "ok", "early": True}})
+    router.start()
+    client = context.socket(zmq.DEALER)
+    client.linger = 0
+    client.connect(f"tcp://127.0.0.1:{port}")
+    session = Session(key=KEY)
+    try:
+        first = session.send(client, "kernel_info_request", {})
+        assert client.poll(5000)
+        _, reply = session.recv(client)
+        assert reply["parent_header"]["msg_id"] == first["header"]["msg_id"]
+        assert reply["content"] == {"status": "ok", "early": True}
+
+        sent = [session.send(client, "execute_request", {"n": 0}),
+                session.send(client, "kernel_info_request", {}),
+                session.send(client, "execute_request", {"n": 1})]
+        time.sleep(0.3)
+        assert not client.poll(0), "a request behind a held one was answered early"
+        delivered: list[str] = []
+        router.open(lambda msg: delivered.append(msg.msg_id) or True, lambda msg: None)
+        assert delivered == [m["header"]["msg_id"] for m in sent]
+        later = session.send(client, "execute_request", {"n": 2})
+        deadline = time.monotonic() + 5
+        while len(delivered) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert delivered[3] == later["header"]["msg_id"]
+    finally:
+        client.close()
+        router.stop(2.0)
+        context.term()

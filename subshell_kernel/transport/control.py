@@ -5,11 +5,16 @@ subshell requests of JEP 91) with the handlers it is handed, through the
 request lifecycle, and never waits on a subshell's loop: it answers while
 every subshell is busy.  Handlers are plain functions ``(None, msg) ->
 content`` in a dispatch table.
+
+It starts before IPython is imported (``boot``) with the handlers that need
+nothing more (``kernel_info``); a request of another type waits until
+``open`` hands it the whole table, and the requests behind it wait in order.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -36,15 +41,14 @@ class Control:
         handlers: Mapping[str, ControlHandler],
         status: Callable[[str, dict], None],
         flush: Callable[[dict], None],
-        on_quiet: Callable[[], None] = lambda: None,
-        on_answered: Callable[[Message], None] = lambda msg: None,
     ):
         self.socket = socket
         self.codec = codec
         self.handlers = handlers
         self._outbox = Outbox(status, self._reply, flush)
-        self._on_quiet = on_quiet
-        self._on_answered = on_answered
+        self._on_quiet: Callable[[], None] = lambda: None
+        self._on_answered: Callable[[Message], None] = lambda msg: None
+        self._opened = threading.Event()
         #: the control request being handled, or the last one handled
         #: (``get_ipython().kernel.get_parent("control")``)
         self.current: Message | None = None
@@ -52,6 +56,21 @@ class Control:
 
     def start(self) -> None:
         self.thread.start()
+
+    def open(
+        self,
+        handlers: Mapping[str, ControlHandler],
+        on_quiet: Callable[[], None],
+        on_answered: Callable[[Message], None],
+    ) -> None:
+        """Answer every request with ``handlers`` from now on (any thread).
+
+        ``on_quiet`` runs once the socket has been quiet for ``QUIET_MS``;
+        ``on_answered`` after each reply.
+        """
+        self.handlers = handlers
+        self._on_quiet, self._on_answered = on_quiet, on_answered
+        self._opened.set()
 
     def _reply(self, msg: Message, content: dict[str, Any]) -> None:
         send_frames(self.socket, self.codec.reply_frames(msg, content))
@@ -61,13 +80,15 @@ class Control:
         while True:
             try:
                 if not quiet_done and not self.socket.poll(self.QUIET_MS):
-                    # the first quiet moment, however late it comes: work that the
-                    # kernel wants off the hot path (see Kernel.warm_up)
-                    quiet_done = True
-                    try:
-                        self._on_quiet()
-                    except Exception:
-                        log.exception("warm-up failed")
+                    # the first quiet moment once open, however late it comes: work
+                    # that the kernel wants off the hot path (see Kernel.warm_up)
+                    if self._opened.is_set():
+                        quiet_done = True
+                        try:
+                            self._on_quiet()
+                        except Exception:
+                            log.exception("warm-up failed")
+                    continue
                 frames = recv_frames(self.socket)
             except zmq.ZMQError as e:  # ETERM at shutdown: the owner closes its socket
                 log.debug("control thread ends: %s", e)
@@ -78,6 +99,8 @@ class Control:
             except ProtocolError as e:
                 log.warning("dropped a control message: %s", e)
                 continue
+            if msg.msg_type not in self.handlers:
+                self._opened.wait()  # only before open: the kernel is still loading
             self.current = msg
             with Cycle(msg, self._outbox) as cycle:
                 handler = cycle.handler(self.handlers, "control")

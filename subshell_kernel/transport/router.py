@@ -17,13 +17,20 @@ thread once per reply, and waiting for the GIL there cost ~150 us of a
 The sockets' descriptors are edge-triggered (see ``sockets``): this thread
 drains a socket until ``recv`` would block after each wake-up, and a sender
 that leaves input pending wakes it through the ``WakePipe``.
+
+The router starts before IPython is imported (``boot``), and until ``open``
+hands it the subshells' ``deliver`` it *holds* what arrives, in order.  A
+request with an ``early`` handler (``kernel_info_request``) that has nothing
+held ahead of it is answered here meanwhile: a frontend sees the kernel ready
+~0.25 s sooner, and no reply overtakes a request sent before it.
 """
 
 from __future__ import annotations
 
 import logging
 import select
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 
 import zmq
 
@@ -45,22 +52,36 @@ class Router:
         stdin: SharedSocket,
         wake: WakePipe,
         codec: Codec,
-        deliver: Callable[[Message], bool],
-        on_input_reply: Callable[[Message], None],
         outbox: Outbox,
+        early: Mapping[str, Callable[[], dict]],
     ):
         self.shell = shell
         self.stdin = stdin
         self._wake = wake
         self.codec = codec
-        self._deliver = deliver
-        self._on_input_reply = on_input_reply
         self._outbox = outbox
+        self._early = early
+        #: ``Subshells.deliver`` and the ``input()`` replies' taker, from ``open`` on
+        self._deliver: Callable[[Message], bool] | None = None
+        self._on_input_reply: Callable[[Message], None] | None = None
+        #: what came before ``open``, in order; ``_lock`` makes ``open``'s hand-over
+        #: of it and this thread's routing one sequence
+        self._held: list[Message] = []
+        self._lock = threading.Lock()
         self._stopping = False
         self.thread = kernel_thread(self._run, "shell-router")
 
     def start(self) -> None:
         self.thread.start()
+
+    def open(self, deliver: Callable[[Message], bool],
+             on_input_reply: Callable[[Message], None]) -> None:
+        """From now on hand messages to ``deliver``, the held ones first (in order)."""
+        with self._lock:
+            self._deliver, self._on_input_reply = deliver, on_input_reply
+            held, self._held = self._held, []
+            for msg in held:
+                self._route_open(msg)
 
     def stop(self, timeout: float) -> None:
         """Stop reading and close both sockets (after in-flight sends); idempotent."""
@@ -126,6 +147,20 @@ class Router:
             log.exception("error routing %s", msg.msg_type)
 
     def _route(self, msg: Message) -> None:
+        if self._deliver is not None:  # open: no lock needed, it never closes again
+            self._route_open(msg)
+            return
+        with self._lock:
+            if self._deliver is not None:
+                self._route_open(msg)
+            elif (answer := self._early.get(msg.msg_type)) and not self._held:
+                with Cycle(msg, self._outbox) as cycle:
+                    msg.decode()
+                    cycle.content = answer()
+            else:
+                self._held.append(msg)
+
+    def _route_open(self, msg: Message) -> None:
         if not self._deliver(msg):
             self._unknown_subshell(msg)
 
@@ -137,7 +172,7 @@ class Router:
             )
 
     def _stdin_message(self, msg: Message) -> None:
-        if msg.msg_type != "input_reply":
+        if msg.msg_type != "input_reply" or self._on_input_reply is None:
             log.warning("unexpected %s on stdin; dropped", msg.msg_type)
             return
         try:
