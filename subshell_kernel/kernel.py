@@ -100,6 +100,20 @@ class Kernel(LoggingConfigurable):
 
     def start(self) -> None:
         """Build the rest around ``boot``'s parts; run on the main thread until shutdown."""
+        try:
+            self._build()
+        except BaseException:
+            # fds 1 and 2 back from their pipes, so that the traceback reaches the terminal
+            self.hooks.uninstall()
+            raise
+        if os.environ.get("JPY_PARENT_PID"):
+            kernel_thread(self._exit_with_launcher, "parent-watch").start()
+        try:
+            self.subshells.parent.run(on_ready=self._open)
+        finally:
+            self._cleanup()
+
+    def _build(self) -> None:
         boot, hooks, settings = self.boot, self.hooks, self.settings
         iopub, streams, channels = self.iopub, self.streams, self.channels
         fd_pipes = hooks.redirect_fds() if settings.capture_fd_output else {}
@@ -135,12 +149,6 @@ class Kernel(LoggingConfigurable):
             on_sigterm=self._on_sigterm, main_pause=self.main_pause,
         )
         iopub.start(streams.flush_all, fd_pipes, streams.write_fd_output, return_freed_memory)
-        if os.environ.get("JPY_PARENT_PID"):
-            kernel_thread(self._exit_with_launcher, "parent-watch").start()
-        try:
-            subshells.parent.run(on_ready=self._open)
-        finally:
-            self._cleanup()
 
     def _make_shell(self, streams: StreamRouter) -> ZMQInteractiveShell:
         options: dict[str, Any] = {}

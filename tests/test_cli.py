@@ -53,3 +53,19 @@ def test_tornado_is_never_imported(kernel):
     reply, msgs = kernel.run("import sys; print('tornado' in sys.modules)")
     assert kernel.stdout(reply["parent_header"]["msg_id"]) == "False\n"
     assert os.environ.get("JUPYTER_PATH")  # the conftest's private kernelspecs are in use
+
+
+def test_a_kernel_that_cannot_start_says_why_on_its_stderr(tmp_path):
+    """A failure after the boot (here: the profile directory cannot be made) comes
+    after fds 1 and 2 were pointed at the kernel's pipes; they are put back first, so
+    the traceback reaches the terminal and the process exits non-zero."""
+    unusable = tmp_path / "a-file"
+    unusable.write_text("")
+    result = subprocess.run(
+        [sys.executable, "-m", "subshell_kernel",
+         f"--SubshellKernel.profile_dir={unusable / 'profile'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "NotADirectoryError" in result.stderr or "FileExistsError" in result.stderr, \
+        result.stderr[-2000:]
