@@ -15,7 +15,9 @@ the parts made here.  ``Boot``, in order:
    get the GIL from the main thread, busy importing, within 0.1 ms rather than
    Python's default 5 ms;
 3. binds the five sockets and writes the connection file when asked to;
-4. starts the control thread, the shell router and the heartbeat.
+4. starts the iopub thread (subscriptions are welcomed from then on; the fd
+   pipes join later), then the heartbeat, the shell router and the control
+   thread.
 
 From then on ``kernel_info_request`` is answered on control and on shell with
 ``kernel_info``, the one function that builds that reply for the kernel's
@@ -43,6 +45,7 @@ from .core.kernel_info import kernel_info_content
 from .core.lifecycle import Outbox
 from .core.protocol import Codec, Message
 from .runtime.streams import StreamRouter
+from .runtime.threads import return_freed_memory
 from .settings import SubshellKernel
 from .transport import sockets
 from .transport.channels import Channels
@@ -69,6 +72,9 @@ class Boot:
                  write_connection_to: os.PathLike | None = None):
         self.connection = connection
         self.settings = settings
+        #: the process that launched this one, as it was at the start (``Kernel`` shuts
+        #: down when it is gone, even if it died while IPython was loading)
+        self.launcher_pid = os.getppid()
         self._debugger_available: bool | None = None
         self.undo = change_interpreter(settings.switch_interval)
 
@@ -102,10 +108,17 @@ class Boot:
         self.kernel_info()  # its one lookup (is debugpy there?) done here, not in a reply
 
     def start(self) -> None:
-        """Start answering: ``kernel_info`` at once, the rest once the kernel opens."""
+        """Start answering: ``kernel_info`` at once, the rest once the kernel opens.
+
+        The iopub thread runs first: a subscription made before the first reply is
+        then welcomed (``iopub_welcome``) before that reply, as a client that
+        waits for ``kernel_info`` and then reads iopub expects.
+        """
+        self.iopub.start(self.streams.flush_all, return_freed_memory)
+        self.iopub.wait_running()
+        sockets.start_heartbeat(self.heartbeat_socket)
         self.router.start()
         self.control.start()
-        sockets.start_heartbeat(self.heartbeat_socket)
         self.iopub.status("starting", None)
 
     def _bind(self, kind: int, name: str, sndhwm: int = 0) -> zmq.Socket:

@@ -59,7 +59,6 @@ from .runtime.mainloop import MainLoop
 from .runtime.registry import Subshells
 from .runtime.streams import StreamRouter
 from .runtime.subshell import Subshell
-from .runtime.threads import return_freed_memory
 from .transport.kernel_threads import kernel_thread, mark_untraced
 
 log = logging.getLogger(__name__)
@@ -148,7 +147,8 @@ class Kernel(LoggingConfigurable):
             switch_interval=settings.switch_interval, on_sigint=subshells.on_sigint,
             on_sigterm=self._on_sigterm, main_pause=self.main_pause,
         )
-        iopub.start(streams.flush_all, fd_pipes, streams.write_fd_output, return_freed_memory)
+        if fd_pipes:
+            iopub.forward_fds(fd_pipes, streams.write_fd_output)
 
     def _make_shell(self, streams: StreamRouter) -> ZMQInteractiveShell:
         options: dict[str, Any] = {}
@@ -234,7 +234,11 @@ class Kernel(LoggingConfigurable):
         """Shut down when the process that launched us (a jupyter_client, which sets
         JPY_PARENT_PID) dies without shutting us down: an orphaned kernel would
         otherwise run forever.  Checked once a second, off every hot path."""
-        launcher = os.getppid()
+        launcher = self.boot.launcher_pid  # read at the boot: it may have died since
+        if os.getppid() != launcher:
+            log.warning("the process that launched this kernel is gone; shutting down")
+            self.request_shutdown()
+            return
         while not self._exited.wait(1.0):
             if os.getppid() != launcher:
                 log.warning("the process that launched this kernel is gone; shutting down")

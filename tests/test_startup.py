@@ -85,6 +85,15 @@ def test_kernel_info_is_answered_before_ipython_has_loaded(slow_ipython_kernel):
     control_info = kc.session.msg("kernel_info_request", {})
     kc.control_channel.send(control_info)
     control_reply, control_at = _reply(kc.control_channel, control_info["header"]["msg_id"], 30)
+    # the iopub thread runs from the boot on: the subscription is welcomed (JEP 65)
+    welcome_at = None
+    deadline = time.monotonic() + 30
+    while welcome_at is None and time.monotonic() < deadline:
+        msg = kc.iopub_channel.get_msg(timeout=30)
+        if msg["msg_type"] == "iopub_welcome":
+            welcome_at = time.monotonic()
+    assert welcome_at is not None and welcome_at - launched < DELAY - 1.0, \
+        "iopub_welcome waited for IPython"
     # sent while IPython loads: answered once it has, in order
     executed = kc.execute("import time, IPython; n = 1", silent=False)
     created = kc.session.msg("create_subshell_request", {})

@@ -21,6 +21,7 @@ from jupyter_client.session import Session
 
 from subshell_kernel.core.protocol import Codec
 from subshell_kernel.runtime import context as ctx
+from subshell_kernel.runtime import streams as streams_module
 from subshell_kernel.runtime.context import current_parent, get_parent, start_with_parent
 from subshell_kernel.runtime.streams import OutStream, StreamRouter
 from subshell_kernel.transport.iopub import IOPub
@@ -553,8 +554,8 @@ def wired_iopub(request):
     router = StreamRouter(iop.publish, iop.flush_soon)
     fd_output: list[tuple[str, str]] = []
     read_end, write_end = os.pipe()
-    iop.start(router.flush_all, {"stdout": read_end},
-              lambda name, text: fd_output.append((name, text)))
+    iop.start(router.flush_all)
+    iop.forward_fds({"stdout": read_end}, lambda name, text: fd_output.append((name, text)))
     sub = Subscriber(context, address)
     assert sub.next_of("iopub_welcome")["content"] == {"subscription": ""}
     ns = SimpleNamespace(iopub=iop, router=router, sub=sub, context=context, address=address,
@@ -706,3 +707,20 @@ def test_lone_surrogate_in_output_does_not_kill_iopub(wired_iopub):
     texts = [m["content"].get("text") for m in w.sub.drain()]
     assert "good text" in texts
     assert len(texts) == 2
+
+
+def test_in_a_fork_each_line_is_written_whole(monkeypatch):
+    """A forked child writes to fd 1 itself, a line per write: print() writes its
+    arguments one by one, and children printing at once must not interleave them."""
+    writes: list[tuple[int, bytes]] = []
+    monkeypatch.setattr(streams_module, "_write_all", lambda fd, data: writes.append((fd, data)))
+    out = OutStream("stdout", StreamRouter(lambda *a, **k: None, lambda: None))
+    out.forked()
+    print("child", 0, False, file=out)
+    out.write("two\nlines and a st")
+    out.write("art")
+    assert writes == [(1, b"child 0 False\n"), (1, b"two\n")]
+    out.flush()
+    assert writes[-1] == (1, b"lines and a start")
+    out.flush()  # nothing left
+    assert len(writes) == 3

@@ -25,7 +25,7 @@ Invariants:
   ``subprocess.run(stdout=sys.stdout)``) reaches the frontend as fd output does;
   without it, of the original descriptor.  A copy, so that code which closes
   the descriptor it was given closes nothing of the kernel's.
-- In a process forked from the kernel (``multiprocessing``), a write goes
+- In a process forked from the kernel (``multiprocessing``), whole lines go
   straight to that descriptor: the kernel's sockets and threads are not the
   child's to use.  The kernel's iopub thread reads the pipe it shares with the
   child and forwards the text, as it does for any subprocess.
@@ -165,6 +165,7 @@ class OutStream(io.TextIOBase):
     def forked(self) -> None:
         """Called in a child just forked from the kernel (``os.register_at_fork``)."""
         self._in_kernel = False
+        self._fork_pending: list[str] = []  # the start of a line (``_write_in_fork``)
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -183,17 +184,38 @@ class OutStream(io.TextIOBase):
             return 0
         if self._in_kernel:
             self._router.write(self.name, text)
-        else:  # fd 1 or 2 itself: the copy fileno() gave may have been closed
-            _write_all(_FDS[self.name], text.encode("utf-8", "replace"))
+        else:
+            self._write_in_fork(text)
         return len(text)
+
+    def _write_in_fork(self, text: str) -> None:
+        """Whole lines to fd 1 or 2 itself (the copy fileno() gave may have been closed).
+
+        ``print`` writes each argument and separator on its own, and processes
+        forked from one cell (a ``multiprocessing`` pool) print at once: written
+        as they come, their lines interleaved mid-line.  A line is written in one
+        ``write``, which a pipe keeps whole up to ``PIPE_BUF`` (4 KiB) bytes; the
+        rest of a line waits for its newline or a ``flush`` (``multiprocessing``
+        flushes both streams before a child exits).
+        """
+        head, newline, tail = text.rpartition("\n")
+        if not newline:
+            self._fork_pending.append(text)
+            return
+        data = "".join(self._fork_pending) + head + newline
+        self._fork_pending = [tail] if tail else []
+        _write_all(_FDS[self.name], data.encode("utf-8", "replace"))
 
     def writelines(self, lines) -> None:  # type: ignore[override]
         for line in lines:
             self.write(line)
 
     def flush(self) -> None:
-        if self._in_kernel:  # a fork has nothing buffered of its own
+        if self._in_kernel:
             self._router.flush(get_parent())
+        elif self._fork_pending:
+            data, self._fork_pending = "".join(self._fork_pending), []
+            _write_all(_FDS[self.name], data.encode("utf-8", "replace"))
 
     def close(self) -> None:
         """Closing the kernel's stdout would lose all later output; flush instead."""

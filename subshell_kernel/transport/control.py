@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -70,6 +71,7 @@ class Control:
         """
         self.handlers = handlers
         self._on_quiet, self._on_answered = on_quiet, on_answered
+        self._opened_at = time.monotonic()
         self._opened.set()
 
     def _reply(self, msg: Message, content: dict[str, Any]) -> None:
@@ -81,8 +83,10 @@ class Control:
             try:
                 if not quiet_done and not self.socket.poll(self.QUIET_MS):
                     # the first quiet moment once open, however late it comes: work
-                    # that the kernel wants off the hot path (see Kernel.warm_up)
-                    if self._opened.is_set():
+                    # that the kernel wants off the hot path (see Kernel.warm_up); not
+                    # at the open itself, when a frontend's first cell is on its way
+                    if self._opened.is_set() and \
+                            time.monotonic() - self._opened_at >= self.QUIET_MS / 1000:
                         quiet_done = True
                         try:
                             self._on_quiet()

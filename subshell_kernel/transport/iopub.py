@@ -17,7 +17,9 @@ task group on an event loop of the kernel's backend:
   ``flush_interval`` seconds later;
 - **the fd readers**: what C code and subprocesses write to fds 1 and 2 goes
   into pipes (set up by ``hooks``); one task per pipe awaits it
-  (``anyio.wait_readable``) and hands the text to ``on_fd_output``;
+  (``anyio.wait_readable``) and hands the text to ``on_fd_output``.  The
+  thread starts at the boot, before IPython loads, so that subscriptions are
+  welcomed at once; the pipes join later (``forward_fds``);
 - **the subscriptions**: iopub is an XPUB socket, which hands the kernel each
   subscription and unsubscription (``XPUB_VERBOSER``: every one, not only
   the first or last of each topic); each subscription is answered with an
@@ -92,7 +94,10 @@ class IOPub:
         self._call_soon: Callable[..., object] | None = None
         self._cancel: Callable[[], None] | None = None
         self._flush_requested = False  # before the loop runs
+        self._tasks: anyio.abc.TaskGroup | None = None
         self._fd_pipes: dict[str, int] = {}
+        self._fd_readers: dict[str, tuple[threading.Lock, codecs.IncrementalDecoder]] = {}
+        self._on_fd_output: Callable[[str, str], None] | None = None
 
     # -- any thread -----------------------------------------------------------------
     def publish(
@@ -137,24 +142,34 @@ class IOPub:
 
     # -- lifetime (main thread) -----------------------------------------------------
     def start(
-        self,
-        on_flush_due: Callable[[], None],
-        fd_pipes: Mapping[str, int] | None = None,
-        on_fd_output: Callable[[str, str], None] | None = None,
-        release_memory: Callable[[], None] = lambda: None,
+        self, on_flush_due: Callable[[], None], release_memory: Callable[[], None] = lambda: None,
     ) -> None:
-        """Start the iopub thread; returns once its task group runs."""
+        """Start the iopub thread (``boot``: subscriptions are welcomed from then on);
+        returns at once."""
         self._on_flush_due = on_flush_due
         self._release_memory = release_memory
-        self._fd_pipes = dict(fd_pipes or {})
-        self._on_fd_output = on_fd_output
-        self._fd_readers = {name: (threading.Lock(), _decoder()) for name in self._fd_pipes}
-        for fd in self._fd_pipes.values():
-            os.set_blocking(fd, False)
         self._thread = kernel_thread(self._run, "iopub")
         self._thread.start()
-        if not self._ready.wait(10):
+
+    def wait_running(self) -> None:
+        """Return once the task group runs (RuntimeError if it never does)."""
+        if not self._ready.wait(10) or self._tasks is None:
             raise RuntimeError("the iopub thread did not start")
+
+    def forward_fds(self, fd_pipes: Mapping[str, int],
+                    on_fd_output: Callable[[str, str], None]) -> None:
+        """Read the fd 1 and fd 2 pipes from now on; waits until the task group runs.
+
+        Set once, before any thread reads them (``forward_fd_output`` reads
+        nothing before)."""
+        self.wait_running()
+        for fd in fd_pipes.values():
+            os.set_blocking(fd, False)
+        self._fd_readers = {name: (threading.Lock(), _decoder()) for name in fd_pipes}
+        self._on_fd_output = on_fd_output
+        self._fd_pipes = dict(fd_pipes)
+        for pipe in self._fd_pipes.items():
+            self._schedule(lambda pipe=pipe: self._send_pipe.send_nowait(pipe))
 
     def stop(self, timeout: float = 1.0) -> None:
         """Cancel the task group, forward what is left, close the socket (idempotent)."""
@@ -173,13 +188,14 @@ class IOPub:
     async def _main(self) -> None:
         send_flush, receive_flush = anyio.create_memory_object_stream[None](float("inf"))
         self._send_flush = send_flush
+        self._send_pipe, receive_pipes = \
+            anyio.create_memory_object_stream[tuple[str, int]](float("inf"))
         async with anyio.create_task_group() as tasks:
             self._tasks = tasks
             self._cancel = tasks.cancel_scope.cancel
             tasks.start_soon(self._flush_timer, receive_flush)
             tasks.start_soon(self._subscriptions)
-            for name, fd in self._fd_pipes.items():
-                tasks.start_soon(self._forward_fd, name, fd)
+            tasks.start_soon(self._read_pipes, receive_pipes)
             self._call_soon = call_soon_threadsafe()
             if self._flush_requested:
                 self._arm_timer()
@@ -243,6 +259,11 @@ class IOPub:
             return
         msg = self.codec.new_message("iopub_welcome", {"subscription": subscription}, None)
         self._send(self.codec.serialize(msg, [topic]))
+
+    async def _read_pipes(self, pipes) -> None:
+        """A reader task for each pipe ``forward_fds`` hands in."""
+        async for name, fd in pipes:
+            self._tasks.start_soon(self._forward_fd, name, fd)
 
     async def _forward_fd(self, name: str, fd: int) -> None:
         while self._read_fd(name, fd):
