@@ -264,6 +264,7 @@ class Kernel(LoggingConfigurable):
                 sub.state.close()  # here, not on its thread: finalization must not race SQLite
         self.router.stop(1.0)
         self.debugger.close()
+        self.comm_manager.close_all_quietly()
         # fds 1 and 2 back first: nothing new goes into the pipes; debugpy stops, if it ran
         self.hooks.uninstall()
         self.iopub.stop(1.0)  # forwards what the pipes hold, flushes, closes the socket

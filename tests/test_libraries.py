@@ -8,6 +8,7 @@ bundles that the same cells produce under ipykernel 7.4.
 
 from __future__ import annotations
 
+from .harness import KernelHarness
 from .test_ecosystem import of_type, run_ok
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -106,3 +107,21 @@ def test_pandas_knows_it_is_in_a_notebook(kernel):
     assert stdout == "True True 20\n"
     (res,) = of_type(msgs, "execute_result")
     assert "<table" in res["content"]["data"]["text/html"]
+
+
+def test_ipympl_figures_close_quietly_at_shutdown(tmp_path):
+    """matplotlib closes every figure at exit (an atexit handler), after the kernel has
+    undone its hooks; the ipympl canvases' comms must already be closed then, or the
+    comm package's own manager raises KeyError into the kernel's terminal."""
+    log = tmp_path / "kernel.log"
+    with log.open("wb") as out:
+        k = KernelHarness("subshell", stdout=out, stderr=out)
+        try:
+            run_ok(k, "%matplotlib widget\nimport matplotlib.pyplot as plt\n"
+                      "fig = plt.figure()\nplt.plot([1, 2])")
+        finally:
+            k._stop_reader()
+            k.kc.stop_channels()
+            k.km.shutdown_kernel(now=False)  # a shutdown_request: the process exits itself
+    text = log.read_text()
+    assert "Exception ignored" not in text and "KeyError" not in text, text[-3000:]

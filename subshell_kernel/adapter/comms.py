@@ -111,6 +111,17 @@ class KernelCommManager(CommManager):
         with self._lock:
             self.comms.pop(c.comm_id, None)
 
+    def close_all_quietly(self) -> None:
+        """At shutdown: mark every comm closed, sending nothing (the frontend learns
+        of the end from the kernel's).  A library that closes its comms at exit
+        (matplotlib's ``Gcf.destroy_all`` closing ipympl canvases, after the hooks
+        are undone) then finds them closed, not unknown to the ``comm`` package's
+        own manager, which raised KeyError into the terminal."""
+        with self._lock:
+            comms = list(self.comms.values())
+        for c in comms:
+            c.close(deleting=True)
+
     def owner_of(self, comm_id: str) -> OwnerId:
         """Where the comm's messages should run when that subshell's loop is free
         (any thread; never waits): its owner, the parent for a figure comm."""
