@@ -29,8 +29,11 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime
+from json.encoder import encode_basestring
 from typing import Any
+
+from .stamps import Signer, iso_date, now_iso
 
 PROTOCOL_VERSION = "5.5"
 DELIM = b"<IDS|MSG>"
@@ -156,13 +159,17 @@ class Codec:
         scheme, _, digest = signature_scheme.partition("-")
         if scheme != "hmac" or not digest:
             raise ValueError(f"unsupported signature scheme {signature_scheme!r}")
-        self._hmac = hmac.new(key, digestmod=digest) if key else None
+        self._signer = Signer(key, digest) if key else None
         self.session_id = session_id or uuid.uuid4().hex
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._seen_lock = threading.Lock()
         # next() on itertools.count is atomic under the GIL: unique ids from any thread
         self._counter = itertools.count()
         self._id_prefix = f"{self.session_id[:8]}_{os.getpid()}_"
+        # the constant pieces of our own headers' JSON (``_header_json``)
+        self._json_id_prefix = '{"msg_id": ' + encode_basestring(self._id_prefix)[:-1]
+        self._json_session = (', "username": "kernel", "session": '
+                              + encode_basestring(self.session_id) + ', "date": "')
 
     def fork(self) -> Codec:
         """A codec for another thread: same key, session, ids and replay history."""
@@ -171,12 +178,9 @@ class Codec:
         return other
 
     def sign(self, parts: list[bytes]) -> bytes:
-        if self._hmac is None:
+        if self._signer is None:
             return b""
-        h = self._hmac.copy()
-        for part in parts:
-            h.update(part)
-        return h.hexdigest().encode()
+        return self._signer.sign(parts)
 
     # -- incoming -----------------------------------------------------------------
     def parse(self, frames: list[bytes]) -> Message:
@@ -195,7 +199,7 @@ class Codec:
         return Message(idents, parts, header)
 
     def verify(self, parts: list[bytes]) -> None:
-        if self._hmac is None:
+        if self._signer is None:
             return
         signature = parts[0]
         if not signature:
@@ -218,35 +222,95 @@ class Codec:
         metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A message dict whose parent header is ``parent`` (echoed verbatim)."""
-        header = {
-            "msg_id": self._id_prefix + str(next(self._counter)),
-            "msg_type": msg_type,
-            "username": "kernel",
-            "session": self.session_id,
-            "date": datetime.now(timezone.utc).isoformat(),
-            "version": PROTOCOL_VERSION,
-        }
-        if parent and "subshell_id" in parent:
-            header["subshell_id"] = parent["subshell_id"]
         return {
-            "header": header,
+            "header": self._header(next(self._counter), msg_type, parent, now_iso()),
             "parent_header": parent or {},
             "metadata": metadata or {},
             "content": content,
         }
+
+    def _header(self, n: int, msg_type: str, parent: dict[str, Any] | None,
+                date: str) -> dict[str, Any]:
+        header = {
+            "msg_id": self._id_prefix + str(n),
+            "msg_type": msg_type,
+            "username": "kernel",
+            "session": self.session_id,
+            "date": date,
+            "version": PROTOCOL_VERSION,
+        }
+        if parent and "subshell_id" in parent:
+            header["subshell_id"] = parent["subshell_id"]
+        return header
+
+    def _header_json(self, n: int, msg_type: str, parent: dict[str, Any] | None,
+                     date: str) -> bytes | None:
+        """``pack(self._header(...))``, formatted by hand: the same bytes (tested) in
+        0.6 us instead of 6.3 us.  None where only ``pack`` knows the answer: a
+        parent's ``subshell_id`` that is not a string or null, text UTF-8 cannot
+        encode (a lone surrogate)."""
+        text = (f'{self._json_id_prefix}{n}", "msg_type": {encode_basestring(msg_type)}'
+                f'{self._json_session}{date}", "version": "{PROTOCOL_VERSION}"')
+        if parent and "subshell_id" in parent:
+            sub = parent["subshell_id"]
+            if sub is None:
+                text += ', "subshell_id": null'
+            elif type(sub) is str:
+                text += ', "subshell_id": ' + encode_basestring(sub)
+            else:
+                return None
+        try:
+            return (text + "}").encode("utf8")
+        except UnicodeEncodeError:
+            return None
 
     def serialize(
         self, msg: dict[str, Any], idents: list[bytes] | None = None, buffers: list | None = None
     ) -> list:
         """Wire frames: idents, delimiter, signature, header, parent, metadata, content, buffers."""
         parent = msg["parent_header"]
-        parts = [
+        return self._frames(
             pack(msg["header"]),
             parent.raw if type(parent) is Header else pack(parent),
             pack(msg["metadata"]) if msg["metadata"] else b"{}",
             pack(msg["content"]),
-        ]
-        frames = [*(idents or []), DELIM, self.sign(parts), *parts]
+            idents,
+            buffers,
+        )
+
+    def frames(
+        self,
+        msg_type: str,
+        content: dict[str, Any] | bytes,
+        parent: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        idents: list[bytes] | None = None,
+        buffers: list | None = None,
+    ) -> list:
+        """``serialize(new_message(msg_type, content, parent, metadata), idents, buffers)``
+        in one step, without the message dict; ``content`` may be given packed already
+        (a constant such as a status's)."""
+        n, date = next(self._counter), now_iso()
+        header = self._header_json(n, msg_type, parent, date)
+        if header is None:
+            header = pack(self._header(n, msg_type, parent, date))
+        if not parent:
+            parent_json = b"{}"
+        else:
+            parent_json = parent.raw if type(parent) is Header else pack(parent)
+        return self._frames(
+            header,
+            parent_json,
+            pack(metadata) if metadata else b"{}",
+            content if type(content) is bytes else pack(content),
+            idents,
+            buffers,
+        )
+
+    def _frames(self, header: bytes, parent: bytes, metadata: bytes, content: bytes,
+                idents: list[bytes] | None, buffers: list | None) -> list:
+        frames = [*(idents or ()), DELIM, self.sign((header, parent, metadata, content)),
+                  header, parent, metadata, content]
         if buffers:
             frames.extend(buffers)
         return frames
@@ -256,13 +320,10 @@ class Codec:
     ) -> list:
         """Serialized ``*_reply`` to ``request``, addressed back to its sender; its
         metadata says when the request's handling ``started``."""
-        msg_type = reply_type(request.msg_type)
         if request.started is not None:
-            started = datetime.fromtimestamp(request.started, timezone.utc).isoformat()
-            metadata = {"started": started, **(metadata or {})}
-        return self.serialize(
-            self.new_message(msg_type, content, request.header, metadata), request.idents
-        )
+            metadata = {"started": iso_date(request.started), **(metadata or {})}
+        return self.frames(reply_type(request.msg_type), content, request.header, metadata,
+                           request.idents)
 
 
 def _json_default(obj: Any) -> Any:

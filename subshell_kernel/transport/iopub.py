@@ -58,7 +58,7 @@ from typing import Any
 import anyio
 import zmq
 
-from ..core.protocol import Codec, iopub_topic
+from ..core.protocol import Codec, iopub_topic, pack
 from .kernel_threads import kernel_thread
 from .loop import call_soon_threadsafe
 from .sockets import SharedSocket
@@ -71,6 +71,9 @@ MAX_STREAM_BYTES = 1 << 16
 #: seconds after a subscriber left before the freed heap is handed back (twice: the
 #: pipe's teardown takes a few exchanges of commands between zmq's threads)
 RELEASE_DELAYS = (0.2, 1.0)
+#: the contents of the statuses sent twice per request, packed once
+_STATUS_CONTENT = {state: pack({"execution_state": state}) for state in ("busy", "idle")}
+_STATUS_TOPIC = iopub_topic("status")
 
 
 class IOPub:
@@ -103,11 +106,14 @@ class IOPub:
         metadata: dict[str, Any] | None = None,
         buffers: list | None = None,
     ) -> None:
-        msg = self.codec.new_message(msg_type, content, parent, metadata)
-        self._send(self.codec.serialize(msg, [iopub_topic(msg_type)], buffers))
+        self._send(self.codec.frames(msg_type, content, parent, metadata,
+                                     [iopub_topic(msg_type)], buffers))
 
     def status(self, state: str, parent: dict[str, Any] | None) -> None:
-        self.publish("status", {"execution_state": state}, parent)
+        content = _STATUS_CONTENT.get(state)
+        if content is None:
+            content = pack({"execution_state": state})
+        self._send(self.codec.frames("status", content, parent, None, [_STATUS_TOPIC]))
 
     def flush_soon(self) -> None:
         """Arm the flush timer (once per burst: the first write to an empty buffer)."""
