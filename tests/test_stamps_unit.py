@@ -91,3 +91,23 @@ def test_frames_echo_a_received_header_and_take_packed_content():
     assert frames[:2] == [b"t", DELIM]
     assert frames[4:] == [parent.raw, b"{}", b'{"execution_state": "idle"}']
     assert json.loads(frames[3])["subshell_id"] == "s"
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+                    | st.floats(allow_nan=False, allow_infinity=False),
+                    lambda kids: st.lists(kids, max_size=4)
+                    | st.dictionaries(st.text(max_size=6), kids, max_size=4), max_leaves=20))
+@settings(max_examples=300, deadline=None, database=None)
+def test_pack_is_the_json_encoder(value):
+    try:
+        expected = json.dumps(value, ensure_ascii=False).encode("utf8")
+    except UnicodeEncodeError:  # a lone surrogate: pack escapes it
+        expected = json.dumps(value, ensure_ascii=True).encode("ascii")
+    assert pack(value) == expected
+
+
+def test_pack_of_a_circular_object_is_a_value_error():
+    loop: dict = {}
+    loop["self"] = loop
+    with pytest.raises(ValueError, match="Circular"):
+        pack({"content": loop})

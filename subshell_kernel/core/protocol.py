@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from json.encoder import encode_basestring
+from json.encoder import c_make_encoder, encode_basestring
 from typing import Any
 
 from .stamps import Signer, iso_date, now_iso
@@ -123,6 +123,8 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _load_dict(raw: bytes, what: str) -> dict[str, Any]:
+    if raw == b"{}":  # most parent headers and metadata: a new dict, not a JSON parse
+        return {}
     try:
         value = _DECODER.decode(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
@@ -342,6 +344,15 @@ def _json_default(obj: Any) -> Any:
 
 
 _ENCODER = json.JSONEncoder(default=_json_default, ensure_ascii=False, allow_nan=False)
+#: ``_ENCODER``'s own C encoder, built once: ``JSONEncoder.encode`` builds a new one
+#: per call (4.9 us to pack an execute reply's content, 2.2 us with this one).  It
+#: keeps no circular-reference markers (they would be shared by every thread), so a
+#: circular object ends in RecursionError, and ``_ENCODER`` then says what it is.
+_C_ENCODE = (
+    c_make_encoder(None, _json_default, encode_basestring, None, ": ", ", ", False, False, False)
+    if c_make_encoder is not None
+    else None
+)
 
 
 def pack(obj: Any) -> bytes:
@@ -351,14 +362,23 @@ def pack(obj: Any) -> bytes:
     which UTF-8 cannot encode, is sent escaped (``ensure_ascii``).
     """
     try:
-        text = _ENCODER.encode(obj)
-    except ValueError:
-        plain = json.loads(json.dumps(obj, default=_json_default))
-        text = json.dumps(_without_nan(plain), ensure_ascii=False, allow_nan=False)
+        text = "".join(_C_ENCODE(obj, 0)) if _C_ENCODE is not None else _ENCODER.encode(obj)
+    except (ValueError, RecursionError):
+        text = _strict_text(obj)
     try:
         return text.encode("utf8")
     except UnicodeEncodeError:
         return json.dumps(json.loads(text), ensure_ascii=True).encode("ascii")
+
+
+def _strict_text(obj: Any) -> str:
+    """``pack``'s text where the fast encoder stopped: NaN and infinities, or a
+    circular object (``_ENCODER`` raises its ValueError for that one)."""
+    try:
+        return _ENCODER.encode(obj)
+    except ValueError:
+        plain = json.loads(json.dumps(obj, default=_json_default))
+        return json.dumps(_without_nan(plain), ensure_ascii=False, allow_nan=False)
 
 
 def _without_nan(obj: Any) -> Any:
