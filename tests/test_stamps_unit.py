@@ -111,3 +111,19 @@ def test_pack_of_a_circular_object_is_a_value_error():
     loop["self"] = loop
     with pytest.raises(ValueError, match="Circular"):
         pack({"content": loop})
+
+
+@pytest.mark.parametrize("metadata", [None, {}, {"m": 1, "started": "overridden"}])
+def test_reply_metadata_says_when_the_request_started(metadata):
+    codec = Codec(KEY)
+    parent = Header({"msg_id": "p", "msg_type": "execute_request"})
+    parent.raw = b'{"msg_id": "p", "msg_type": "execute_request"}'
+    frames = [b"id", DELIM, codec.sign([parent.raw, b"{}", b"{}", b"{}"]), parent.raw,
+              b"{}", b"{}", b"{}"]
+    request = codec.parse(frames)
+    request.started = 1764601222.25
+    out = codec.reply_frames(request, {"status": "ok"}, metadata)
+    i = out.index(DELIM)
+    expected = {"started": "2025-12-01T15:00:22.250000+00:00", **(metadata or {})}
+    assert json.loads(out[i + 4]) == expected
+    assert out[i + 1] == codec.sign(out[i + 2:i + 6])

@@ -285,13 +285,13 @@ class Codec:
         msg_type: str,
         content: dict[str, Any] | bytes,
         parent: dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | bytes | None = None,
         idents: list[bytes] | None = None,
         buffers: list | None = None,
     ) -> list:
         """``serialize(new_message(msg_type, content, parent, metadata), idents, buffers)``
-        in one step, without the message dict; ``content`` may be given packed already
-        (a constant such as a status's)."""
+        in one step, without the message dict; ``content`` and ``metadata`` may be given
+        packed already (a constant such as a status's)."""
         n, date = next(self._counter), now_iso()
         header = self._header_json(n, msg_type, parent, date)
         if header is None:
@@ -303,7 +303,7 @@ class Codec:
         return self._frames(
             header,
             parent_json,
-            pack(metadata) if metadata else b"{}",
+            metadata if type(metadata) is bytes else pack(metadata) if metadata else b"{}",
             content if type(content) is bytes else pack(content),
             idents,
             buffers,
@@ -322,9 +322,14 @@ class Codec:
     ) -> list:
         """Serialized ``*_reply`` to ``request``, addressed back to its sender; its
         metadata says when the request's handling ``started``."""
-        if request.started is not None:
-            metadata = {"started": iso_date(request.started), **(metadata or {})}
-        return self.frames(reply_type(request.msg_type), content, request.header, metadata,
+        started = request.started
+        if started is None:
+            packed = pack(metadata) if metadata else b"{}"
+        elif not metadata:  # the common case, formatted by hand (a date needs no escapes)
+            packed = b'{"started": "%s"}' % iso_date(started).encode()
+        else:
+            packed = pack({"started": iso_date(started), **metadata})
+        return self.frames(reply_type(request.msg_type), content, request.header, packed,
                            request.idents)
 
 
