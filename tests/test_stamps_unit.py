@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from subshell_kernel.core.protocol import DELIM, Codec, Header, pack
+from subshell_kernel.core.protocol import DELIM, Codec, Header, ProtocolError, _load_dict, pack
 from subshell_kernel.core.stamps import Signer, iso_date
 
 KEY = b"a0436f6c-1916-498b-8eb9-e81ab9368e84"
@@ -127,3 +127,26 @@ def test_reply_metadata_says_when_the_request_started(metadata):
     expected = {"started": "2025-12-01T15:00:22.250000+00:00", **(metadata or {})}
     assert json.loads(out[i + 4]) == expected
     assert out[i + 1] == codec.sign(out[i + 2:i + 6])
+
+
+def _reference_load(raw: bytes):
+    """What ``_load_dict`` must agree with: the full decoder, constants rejected."""
+    value = json.loads(raw.decode("utf-8"), parse_constant=lambda name: 1 / 0)
+    if not isinstance(value, dict):
+        raise TypeError
+    return value
+
+
+@pytest.mark.parametrize("raw", [
+    b"{}", b'{"a": 1}', b' {"a": 1}', b'{"a": 1} \n\t\r', b'{"a": 1}\x0b', b'{"a": 1} x',
+    b'{"a": 1}{}', b"{", b'{"a": NaN}', b'{"a": Infinity}', b"[1]", b"", b"  ", b'"s"',
+    b'{"\xc3\xa9": "\\ud800"}', b"\xff{}", b'{"a": {"b": [1, 2.5e3, null, true]}}',
+])
+def test_load_dict_is_the_full_decoder(raw):
+    try:
+        expected = _reference_load(raw)
+    except Exception:
+        with pytest.raises(ProtocolError):
+            _load_dict(raw, "content")
+    else:
+        assert _load_dict(raw, "content") == expected

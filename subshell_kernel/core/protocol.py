@@ -120,15 +120,27 @@ def _reject_constant(name: str) -> Any:
 # One encoder and decoder for the process: json.dumps/loads with options build a
 # new one per call (~2 us each, several times per message).
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+#: the decoder's own scanner (C): ``JSONDecoder.decode`` wraps it in Python with two
+#: whitespace regexes, 4.5 us for a request's header against 2.9 us called directly
+_SCAN = _DECODER.scan_once
+_JSON_WHITESPACE = " \t\n\r"
 
 
 def _load_dict(raw: bytes, what: str) -> dict[str, Any]:
     if raw == b"{}":  # most parent headers and metadata: a new dict, not a JSON parse
         return {}
     try:
-        value = _DECODER.decode(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        if text[:1] == "{":  # an object from its first character: the scanner alone
+            value, end = _SCAN(text, 0)
+            if end != len(text) and text[end:].strip(_JSON_WHITESPACE):
+                raise ValueError(f"extra data at character {end}")
+        else:
+            value = _DECODER.decode(text)
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         raise ProtocolError(f"{what} is not valid JSON: {e}") from None
+    except StopIteration:  # the scanner found no value where one must start
+        raise ProtocolError(f"{what} is not valid JSON") from None
     if not isinstance(value, dict):
         raise ProtocolError(f"{what} is not a JSON object")
     return value
