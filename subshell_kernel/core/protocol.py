@@ -8,10 +8,12 @@ Invariants:
   and was not seen before (replay protection); otherwise ``ProtocolError``.
 - ``split_frames`` and ``parse_*`` raise only ``ProtocolError`` on bad input,
   whatever the frames hold.
-- Outgoing messages are built as dicts (``new_message``), then serialized
-  and signed here.  We would rather use jupyter_client's ``Session`` (as fast:
-  ~4 us to sign and serialize), but importing it imports Tornado, which this
-  kernel must not load; signing is ten lines of ``hmac``.
+- Outgoing messages are serialized and signed here: built as dicts
+  (``new_message``, then ``serialize``), or in one step without the dict
+  (``frames``, what the kernel sends four times per execute request: our own
+  header's JSON formatted by hand, the same bytes as packing it).  We do not
+  use jupyter_client's ``Session``: importing it imports Tornado, which this
+  kernel must not load; the date and the signature are ``stamps``.
 - A parent header is echoed back exactly as received (dates are not parsed).
 """
 
