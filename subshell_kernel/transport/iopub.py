@@ -265,14 +265,24 @@ class IOPub:
         before every execute request's idle, when the pipes are almost always
         empty (9.8 us for the two pipes that way, 1.8 us with the poll).  A new
         poll object each time: one object polled by two threads at once raises.
+
+        A pipe found empty may have been emptied a moment ago by the iopub
+        thread, which forwards what it read under the pipe's lock: taking that
+        lock waits until the text is forwarded, so it still comes before what
+        the caller sends next (the idle).
         """
         if not self._fd_names:
             return
         poller = select.poll()
         for fd in self._fd_names:
             poller.register(fd, select.POLLIN)
-        for fd, _ in poller.poll(0):
-            self._read_fd(self._fd_names[fd], fd)
+        ready = {fd for fd, _ in poller.poll(0)}
+        for fd, name in self._fd_names.items():
+            if fd in ready:
+                self._read_fd(name, fd)
+            else:
+                with self._fd_readers[name][0]:  # a read in progress elsewhere ends first
+                    pass
 
     def _read_fd(self, name: str, fd: int) -> bool:
         """Forward what pipe ``fd`` holds now; False once its writers are all gone."""
