@@ -70,6 +70,12 @@ def test_murmur2_is_the_hash_jupyterlab_and_ipykernel_use(code):
     assert cells.CellCompiler().get_code_name(code, "", 1) == cells.cell_file(code)
 
 
+@pytest.mark.parametrize("code", ["pass", "é" * 10, "x = 1\n" * 20000])
+def test_cell_hash_is_murmur2_whether_remembered_or_not(code):
+    expected = murmur2_x86(code, cells.HASH_SEED)
+    assert cells.cell_hash(code) == cells.cell_hash(code) == expected
+
+
 def test_cell_file_is_prefix_hash_suffix():
     assert cells.cell_file("pass") == f"{cells.prefix()}{murmur2_x86('pass', 0xC70F6907)}.py"
     assert cells.prefix() == os.path.join(cells.cell_directory(), "")

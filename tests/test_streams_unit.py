@@ -638,6 +638,35 @@ def test_the_timer_flushes_a_burst_after_the_interval(wired_iopub):
 
 
 @pytest.mark.timeout(10)
+def test_forward_fd_output_waits_for_text_the_iopub_thread_is_forwarding():
+    """The iopub thread may have emptied the pipe and still be forwarding the text:
+    forward_fd_output returns only after that, so the text comes before the idle."""
+    context = zmq.Context()
+    xpub = context.socket(zmq.XPUB)
+    xpub.bind("inproc://fd-forwarding")
+    iop = IOPub(xpub, Codec(KEY), "asyncio", flush_interval=0.01)
+    forwarding, forwarded = threading.Event(), []
+
+    def slow_forward(name, text):
+        forwarding.set()
+        time.sleep(0.3)  # the iopub thread, between its read and the text's arrival
+        forwarded.append(text)
+
+    read_end, write_end = os.pipe()
+    iop.start(lambda: None, {"stdout": read_end}, slow_forward)
+    try:
+        os.write(write_end, b"from C")
+        assert forwarding.wait(5)
+        iop.forward_fd_output()  # the pipe is empty now
+        assert forwarded == ["from C"]
+    finally:
+        iop.stop()
+        os.close(write_end)
+        os.close(read_end)
+        context.term()
+
+
+@pytest.mark.timeout(10)
 def test_fd_output_is_read_by_the_task_group_and_the_rest_on_stop(wired_iopub):
     w = wired_iopub
     os.write(w.fd_write, "caf\u00e9 ".encode())

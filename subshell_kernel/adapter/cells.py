@@ -18,6 +18,7 @@ transformations), seeded with ``HASH_SEED``, written in decimal.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import struct
@@ -60,9 +61,32 @@ def prefix() -> str:
     return cell_directory() + os.sep
 
 
+def cell_hash(code: str) -> int:
+    """``murmur2`` of a cell's (raw) source; remembered for recent cells of up to
+    ``_REMEMBERED_SIZE`` characters.
+
+    The hash is Python arithmetic per 4 bytes: 0.09 ms for a 500-byte cell, 0.7 ms
+    for 5,000 bytes, paid each time the cell runs; a cell run again (the usual
+    edit-and-rerun of a notebook) finds its hash in the cache.  The cache holds
+    at most ``_REMEMBERED`` sources of bounded size.
+    """
+    if len(code) > _REMEMBERED_SIZE:
+        return _hash(code)
+    return _remembered_hash(code)
+
+
+def _hash(code: str) -> int:
+    return murmur2(code.encode("utf-8", "surrogatepass"))
+
+
+_REMEMBERED = 256
+_REMEMBERED_SIZE = 1 << 16
+_remembered_hash = functools.lru_cache(maxsize=_REMEMBERED)(_hash)
+
+
 def cell_file(code: str) -> str:
     """The file name of a cell with this (raw) source."""
-    return f"{prefix()}{murmur2(code.encode('utf-8', 'surrogatepass'))}{SUFFIX}"
+    return f"{prefix()}{cell_hash(code)}{SUFFIX}"
 
 
 def ensure_cell_directory() -> str:
@@ -102,4 +126,4 @@ class CellCompiler(CachingCompiler):
         self._prefix = prefix()
 
     def get_code_name(self, raw_code: str, transformed_code: str, number: int) -> str:
-        return f"{self._prefix}{murmur2(raw_code.encode('utf-8', 'surrogatepass'))}{SUFFIX}"
+        return f"{self._prefix}{cell_hash(raw_code)}{SUFFIX}"

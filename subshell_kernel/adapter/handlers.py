@@ -94,7 +94,8 @@ class ShellHandlers:
         try:
             result = await self._run_cell(sub, code, store_history, silent,
                                           msg.header.get("cell_id"))
-            user_expressions = shell.user_expressions(content.get("user_expressions") or {})
+            expressions = content.get("user_expressions")
+            user_expressions = shell.user_expressions(expressions) if expressions else {}
         finally:
             error, shown_error = last_error.get(), display_error.get()
             for var, token in zip(cell_vars, tokens):

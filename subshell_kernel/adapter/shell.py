@@ -41,10 +41,12 @@ from IPython.core.error import UsageError
 from IPython.core.history import HistoryManager
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_magic, magics_class
+from traitlets import default
 
 from ..runtime.context import get_parent, is_muted
 from ..runtime.gui import GuiUnavailable
 from .debugging import kernel_pdb_class
+from .transforms import RememberingTransformerManager
 
 #: payloads (pager, set_next_input, ask_exit) of the execute request being run
 current_payloads: ContextVar[list | None] = ContextVar("current_payloads", default=None)
@@ -205,6 +207,10 @@ class KernelShell(InteractiveShell):
     main_loop: Any = None
     #: the GUI ``%gui`` last enabled (ipykernel's name for it)
     active_eventloop: str | None = None
+
+    @default("input_transformer_manager")
+    def _remembering_transformer_manager(self):
+        return RememberingTransformerManager()
 
     def __init__(self, **kwargs):
         self._states = _ThreadStates()

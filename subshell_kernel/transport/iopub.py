@@ -53,6 +53,7 @@ from __future__ import annotations
 import codecs
 import logging
 import os
+import select
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -60,7 +61,7 @@ from typing import Any
 import anyio
 import zmq
 
-from ..core.protocol import Codec, iopub_topic
+from ..core.protocol import Codec, iopub_topic, pack
 from .kernel_threads import kernel_thread
 from .loop import call_soon_threadsafe
 from .sockets import SharedSocket
@@ -73,6 +74,9 @@ MAX_STREAM_BYTES = 1 << 16
 #: seconds after a subscriber left before the freed heap is handed back (twice: the
 #: pipe's teardown takes a few exchanges of commands between zmq's threads)
 RELEASE_DELAYS = (0.2, 1.0)
+#: the contents of the statuses sent twice per request, packed once
+_STATUS_CONTENT = {state: pack({"execution_state": state}) for state in ("busy", "idle")}
+_STATUS_TOPIC = iopub_topic("status")
 
 
 class IOPub:
@@ -98,6 +102,7 @@ class IOPub:
         self._fd_pipes: dict[str, int] = {}
         self._fd_readers: dict[str, tuple[threading.Lock, codecs.IncrementalDecoder]] = {}
         self._on_fd_output: Callable[[str, str], None] | None = None
+        self._fd_names: dict[int, str] = {}
 
     # -- any thread -----------------------------------------------------------------
     def publish(
@@ -108,11 +113,14 @@ class IOPub:
         metadata: dict[str, Any] | None = None,
         buffers: list | None = None,
     ) -> None:
-        msg = self.codec.new_message(msg_type, content, parent, metadata)
-        self._send(self.codec.serialize(msg, [iopub_topic(msg_type)], buffers))
+        self._send(self.codec.frames(msg_type, content, parent, metadata,
+                                     [iopub_topic(msg_type)], buffers))
 
     def status(self, state: str, parent: dict[str, Any] | None) -> None:
-        self.publish("status", {"execution_state": state}, parent)
+        content = _STATUS_CONTENT.get(state)
+        if content is None:
+            content = pack({"execution_state": state})
+        self._send(self.codec.frames("status", content, parent, None, [_STATUS_TOPIC]))
 
     def flush_soon(self) -> None:
         """Arm the flush timer (once per burst: the first write to an empty buffer)."""
@@ -168,6 +176,7 @@ class IOPub:
         self._fd_readers = {name: (threading.Lock(), _decoder()) for name in fd_pipes}
         self._on_fd_output = on_fd_output
         self._fd_pipes = dict(fd_pipes)
+        self._fd_names = {fd: name for name, fd in self._fd_pipes.items()}  # readers first
         for pipe in self._fd_pipes.items():
             self._schedule(lambda pipe=pipe: self._send_pipe.send_nowait(pipe))
 
@@ -270,9 +279,31 @@ class IOPub:
             await anyio.wait_readable(fd)
 
     def forward_fd_output(self) -> None:
-        """Forward what the fd pipes hold now (any thread: see the module docstring)."""
-        for name, fd in self._fd_pipes.items():
-            self._read_fd(name, fd)
+        """Forward what the fd pipes hold now (any thread: see the module docstring).
+
+        Asks first which pipes hold anything (or have lost their writers), in one
+        ``poll``: reading an empty pipe raises ``BlockingIOError``, and this runs
+        before every execute request's idle, when the pipes are almost always
+        empty (9.8 us for the two pipes that way, 1.8 us with the poll).  A new
+        poll object each time: one object polled by two threads at once raises.
+
+        A pipe found empty may have been emptied a moment ago by the iopub
+        thread, which forwards what it read under the pipe's lock: taking that
+        lock waits until the text is forwarded, so it still comes before what
+        the caller sends next (the idle).
+        """
+        if not self._fd_names:
+            return
+        poller = select.poll()
+        for fd in self._fd_names:
+            poller.register(fd, select.POLLIN)
+        ready = {fd for fd, _ in poller.poll(0)}
+        for fd, name in self._fd_names.items():
+            if fd in ready:
+                self._read_fd(name, fd)
+            else:
+                with self._fd_readers[name][0]:  # a read in progress elsewhere ends first
+                    pass
 
     def _read_fd(self, name: str, fd: int) -> bool:
         """Forward what pipe ``fd`` holds now; False once its writers are all gone."""

@@ -41,6 +41,8 @@ from .sockets import SharedSocket, WakePipe
 
 log = logging.getLogger(__name__)
 
+_POLLIN = int(zmq.POLLIN)
+
 
 class Router:
     #: requests received before the first of them is handed on
@@ -122,14 +124,27 @@ class Router:
     def _drain(self, sock: SharedSocket, handle) -> None:
         """Receive until nothing waits, in batches: all of a batch is received before
         any of it is handled, so that handing a request to its subshell is the last
-        thing this thread does before it sleeps (the subshell then finds the GIL free)."""
+        thing this thread does before it sleeps (the subshell then finds the GIL free).
+
+        After the first message, ``EVENTS`` says whether another waits: a
+        ``recv`` that finds none raises ``zmq.Again``, which costs 9.5 us against
+        4.1 us for ``EVENTS``, and a lone request (the common case) paid it
+        before it was handed on.  Reading ``EVENTS`` re-arms the edge-triggered
+        descriptor as that ``recv`` would.  When more wait (a pipeline), the
+        rest is received until ``recv`` finds none, one failed ``recv`` per batch
+        rather than an ``EVENTS`` per message.
+        """
         while True:
             batch = []
-            while len(batch) < self.BATCH:
-                frames = sock.recv()
-                if frames is None:
-                    break
+            frames = sock.recv()
+            if frames is not None:
                 batch.append(frames)
+                if sock.events() & _POLLIN:
+                    while len(batch) < self.BATCH:
+                        frames = sock.recv()
+                        if frames is None:
+                            break
+                        batch.append(frames)
             for frames in batch:
                 self._handle(frames, handle)
             if len(batch) < self.BATCH:
