@@ -653,7 +653,8 @@ def test_forward_fd_output_waits_for_text_the_iopub_thread_is_forwarding():
         forwarded.append(text)
 
     read_end, write_end = os.pipe()
-    iop.start(lambda: None, {"stdout": read_end}, slow_forward)
+    iop.start(lambda: None)
+    iop.forward_fds({"stdout": read_end}, slow_forward)
     try:
         os.write(write_end, b"from C")
         assert forwarding.wait(5)
