@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sys
 from pathlib import Path
 
@@ -98,7 +97,7 @@ class SubshellKernelApp(Application):
             return json.loads(path.read_text())
         # no file: bind free ports and write one (readable by the user only) once bound
         self._connection_path = path or Path(f"kernel-{os.getpid()}.json")
-        return {"transport": "tcp", "ip": "127.0.0.1", "key": secrets.token_hex(16),
+        return {"transport": "tcp", "ip": "127.0.0.1", "key": os.urandom(16).hex(),
                 "signature_scheme": "hmac-sha256"}
 
 

@@ -15,9 +15,8 @@ the parts made here.  ``Boot``, in order:
    get the GIL from the main thread, busy importing, within 0.1 ms rather than
    Python's default 5 ms;
 3. binds the five sockets and writes the connection file when asked to;
-4. starts the iopub thread (subscriptions are welcomed from then on; the fd
-   pipes join later), then the heartbeat, the shell router and the control
-   thread.
+4. starts the iopub thread (the fd pipes join later), the heartbeat, the
+   shell router and the control thread.
 
 From then on ``kernel_info_request`` is answered on control and on shell with
 ``kernel_info``, the one function that builds that reply for the kernel's
@@ -100,7 +99,7 @@ class Boot:
         self.channels = channels = Channels(self.codec, shell, stdin, iopub)
         self.outbox = Outbox(channels.status, channels.reply, self.flush_output)
         self.router = Router(shell, stdin, self.wake, self.codec.fork(), self.outbox,
-                             early={"kernel_info_request": self.kernel_info})
+                             early={"kernel_info_request": self.early_kernel_info})
         self.control = Control(control_sock, self.codec.fork(),
                                {"kernel_info_request": self.answer_kernel_info},
                                channels.status, streams.flush)
@@ -110,12 +109,11 @@ class Boot:
     def start(self) -> None:
         """Start answering: ``kernel_info`` at once, the rest once the kernel opens.
 
-        The iopub thread runs first: a subscription made before the first reply is
-        then welcomed (``iopub_welcome``) before that reply, as a client that
-        waits for ``kernel_info`` and then reads iopub expects.
+        The iopub thread starts too, without being waited for (its loop's imports
+        take ~70 ms); an early ``kernel_info`` reply first welcomes the
+        subscriptions waiting (``early_kernel_info``).
         """
         self.iopub.start(self.streams.flush_all, return_freed_memory)
-        self.iopub.wait_running()
         sockets.start_heartbeat(self.heartbeat_socket)
         self.router.start()
         self.control.start()
@@ -140,8 +138,16 @@ class Boot:
         return kernel_info_content(__version__, self.settings.backend, features,
                                    debugger=self._debugger_available)
 
-    def answer_kernel_info(self, _subshell: None, _msg: Message) -> dict[str, Any]:
+    def early_kernel_info(self) -> dict[str, Any]:
+        """The reply while the kernel loads: a subscription made before the request
+        is welcomed (``iopub_welcome``) before it, as a client that waits for
+        ``kernel_info`` and then reads iopub expects, whether or not the iopub
+        loop runs yet."""
+        self.iopub.welcome_waiting()
         return self.kernel_info()
+
+    def answer_kernel_info(self, _subshell: None, _msg: Message) -> dict[str, Any]:
+        return self.early_kernel_info()
 
 
 def change_interpreter(switch_interval: float) -> list[Callable[[], None]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 from .adapter.debugpy_server import debugpy_available
@@ -37,6 +36,8 @@ def install(
 
 def install_spec(spec: dict, name: str, user: bool = False, prefix: str | None = None) -> str:
     """Install ``spec`` as the kernelspec ``name``; returns its directory."""
+    import tempfile  # not at import either: the kernel imports this module before its first reply
+
     from jupyter_client.kernelspec import KernelSpecManager  # not at import: it loads Tornado
 
     with tempfile.TemporaryDirectory() as tmp:

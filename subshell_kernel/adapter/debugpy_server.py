@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import secrets
+import os
 import socket
 import sys
 import threading
@@ -76,7 +76,7 @@ class DebugServer:
         listen_host, port = debugpy.listen((host, 0), in_process_debug_adapter=True)
         debugpy.trace_this_thread(False)  # listen traced its caller (the control thread)
         py_db = get_global_debugger()
-        token = secrets.token_hex(32)
+        token = os.urandom(32).hex()  # secrets.token_hex, without its import
         py_db.authentication.access_token = token
         if not port:
             raise RuntimeError(f"debugpy {debugpy.__version__} did not say its port (need 1.8.22+)")

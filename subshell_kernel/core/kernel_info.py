@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import sys
 from typing import Any
 
@@ -12,7 +11,7 @@ from .protocol import PROTOCOL_VERSION
 def kernel_info_content(
     implementation_version: str, backend: str, supported_features: list[str], debugger: bool
 ) -> dict[str, Any]:
-    python = platform.python_version()
+    python = sys.version.split()[0]  # platform.python_version()'s text, without its import
     return {
         "status": "ok",
         "protocol_version": PROTOCOL_VERSION,

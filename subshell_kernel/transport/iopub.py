@@ -199,12 +199,15 @@ class IOPub:
         self._send_flush = send_flush
         self._send_pipe, receive_pipes = \
             anyio.create_memory_object_stream[tuple[str, int]](float("inf"))
+        self._send_release, receive_releases = anyio.create_memory_object_stream[None](
+            float("inf"))
         async with anyio.create_task_group() as tasks:
             self._tasks = tasks
             self._cancel = tasks.cancel_scope.cancel
             tasks.start_soon(self._flush_timer, receive_flush)
             tasks.start_soon(self._subscriptions)
             tasks.start_soon(self._read_pipes, receive_pipes)
+            tasks.start_soon(self._releases, receive_releases)
             self._call_soon = call_soon_threadsafe()
             if self._flush_requested:
                 self._arm_timer()
@@ -249,6 +252,18 @@ class IOPub:
             elif event[:1] == bytes([_UNSUBSCRIBE]):
                 left = True
         if left:  # a subscriber went away (or dropped a topic): its pipe may have held a lot
+            # through the loop (this may run in a loop callback or on another thread,
+            # where no task can be started); before the loop runs there is nothing to free
+            self._schedule(lambda: self._send_release.send_nowait(None))
+
+    def welcome_waiting(self) -> None:
+        """Welcome the subscriptions waiting now (any thread, also before the iopub
+        loop runs): ``boot`` calls it before each ``kernel_info`` reply it gives while
+        the kernel loads, so a client that subscribed first is welcomed first."""
+        self._read_subscriptions()
+
+    async def _releases(self, requests) -> None:
+        async for _ in requests:
             self._tasks.start_soon(self._release_later)
 
     async def _release_later(self) -> None:
