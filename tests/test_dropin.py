@@ -119,7 +119,10 @@ def test_stdout_has_a_descriptor_that_reaches_the_frontend(kernel):
     msg_id = reply["parent_header"]["msg_id"]
     wait_for_text(kernel, msg_id, "written to the fd\n")
     wait_for_text(kernel, msg_id, "line 4 in <module>", "stderr")
-    assert "True True False\n" in kernel.stdout(msg_id)
+    # fd output reaches the stream as the iopub thread reads the pipe, so under load it
+    # may land between the pieces print() writes; the print's own text is what counts
+    printed = kernel.stdout(msg_id).replace("written to the fd\n", "", 1)
+    assert "True True False\n" in printed
 
 
 def test_closing_the_descriptor_it_gave_closes_nothing_of_the_kernels(kernel):
