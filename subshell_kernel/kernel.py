@@ -235,15 +235,11 @@ class Kernel(LoggingConfigurable):
         JPY_PARENT_PID) dies without shutting us down: an orphaned kernel would
         otherwise run forever.  Checked once a second, off every hot path."""
         launcher = self.boot.launcher_pid  # read at the boot: it may have died since
-        if os.getppid() != launcher:
-            log.warning("the process that launched this kernel is gone; shutting down")
-            self.request_shutdown()
-            return
-        while not self._exited.wait(1.0):
-            if os.getppid() != launcher:
-                log.warning("the process that launched this kernel is gone; shutting down")
-                self.request_shutdown()
+        while os.getppid() == launcher:
+            if self._exited.wait(1.0):
                 return
+        log.warning("the process that launched this kernel is gone; shutting down")
+        self.request_shutdown()
 
     def _exit_watchdog(self) -> None:
         """However stuck a thread is (a C call, a socket), exit by the deadline, and say so:

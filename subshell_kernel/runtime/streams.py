@@ -153,6 +153,7 @@ class OutStream(io.TextIOBase):
         #: there): a flag, not ``os.getpid()`` per write, which is a system call (glibc
         #: has not cached it since 2.25) and made 100,000 prints 20% slower
         self._in_kernel = True
+        self._fork_pending: list[str] = []  # in a fork: the start of a line (_write_in_fork)
 
     def fileno(self) -> int:
         return self._fd
@@ -165,7 +166,7 @@ class OutStream(io.TextIOBase):
     def forked(self) -> None:
         """Called in a child just forked from the kernel (``os.register_at_fork``)."""
         self._in_kernel = False
-        self._fork_pending: list[str] = []  # the start of a line (``_write_in_fork``)
+        self._fork_pending = []
 
     @property
     def encoding(self) -> str:  # type: ignore[override]

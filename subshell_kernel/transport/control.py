@@ -50,6 +50,7 @@ class Control:
         self._on_quiet: Callable[[], None] = lambda: None
         self._on_answered: Callable[[Message], None] = lambda msg: None
         self._opened = threading.Event()
+        self._opened_at = 0.0  # time.monotonic() of ``open``
         #: the control request being handled, or the last one handled
         #: (``get_ipython().kernel.get_parent("control")``)
         self.current: Message | None = None

@@ -99,7 +99,6 @@ class IOPub:
         self._cancel: Callable[[], None] | None = None
         self._flush_requested = False  # before the loop runs
         self._tasks: anyio.abc.TaskGroup | None = None
-        self._fd_pipes: dict[str, int] = {}
         self._fd_readers: dict[str, tuple[threading.Lock, codecs.IncrementalDecoder]] = {}
         self._on_fd_output: Callable[[str, str], None] | None = None
         self._fd_names: dict[int, str] = {}
@@ -175,9 +174,8 @@ class IOPub:
             os.set_blocking(fd, False)
         self._fd_readers = {name: (threading.Lock(), _decoder()) for name in fd_pipes}
         self._on_fd_output = on_fd_output
-        self._fd_pipes = dict(fd_pipes)
-        self._fd_names = {fd: name for name, fd in self._fd_pipes.items()}  # readers first
-        for pipe in self._fd_pipes.items():
+        self._fd_names = {fd: name for name, fd in fd_pipes.items()}  # after the readers
+        for pipe in fd_pipes.items():
             self._schedule(lambda pipe=pipe: self._send_pipe.send_nowait(pipe))
 
     def stop(self, timeout: float = 1.0) -> None:
