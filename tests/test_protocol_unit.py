@@ -22,6 +22,7 @@ from subshell_kernel.core.protocol import (
     Codec,
     Message,
     ProtocolError,
+    ReplayHistory,
     error_content,
     iopub_topic,
     pack,
@@ -224,8 +225,9 @@ def test_replay_is_detected_whatever_the_idents(codec, client):
 
 
 def test_replay_history_is_bounded(client):
-    codec = Codec(KEY)
-    codec.REPLAY_HISTORY = 3
+    history = ReplayHistory()
+    history.SIZE = 3
+    codec = Codec(KEY, history=history)
     all_frames = [client_frames(client)[1] for _ in range(5)]
     for frames in all_frames:
         codec.parse(list(frames))

@@ -160,25 +160,47 @@ def split_frames(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     return frames[:i], parts
 
 
+class ReplayHistory:
+    """The last ``SIZE`` signatures accepted, on every channel; safe from any thread.
+
+    ``add`` is the whole interface, so the kernel can hand ``Codec`` another
+    history with the same rule: the C part's (``transport/_native_control.c``),
+    which its control reader shares.
+    """
+
+    SIZE = 2**16
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, signature: bytes) -> bool:
+        """True if ``signature`` is new (it is remembered now), False if seen before."""
+        with self._lock:
+            if signature in self._seen:
+                return False
+            self._seen[signature] = None
+            if len(self._seen) > self.SIZE:
+                self._seen.popitem(last=False)
+            return True
+
+
 class Codec:
     """Verifies, parses, builds and serializes messages for one connection key.
 
     Each socket owner has its own ``Codec`` (``fork``); the replay history is
-    shared by all of them (under a lock), so a message captured on one channel
-    is not accepted on another.  Building and serializing are safe from any
-    thread.
+    shared by all of them, so a message captured on one channel is not
+    accepted on another.  Building and serializing are safe from any thread.
     """
 
-    REPLAY_HISTORY = 2**16
-
-    def __init__(self, key: bytes, signature_scheme: str = "hmac-sha256", session_id: str = ""):
+    def __init__(self, key: bytes, signature_scheme: str = "hmac-sha256", session_id: str = "",
+                 history: ReplayHistory | None = None):
         scheme, _, digest = signature_scheme.partition("-")
         if scheme != "hmac" or not digest:
             raise ValueError(f"unsupported signature scheme {signature_scheme!r}")
         self._signer = Signer(key, digest) if key else None
         self.session_id = session_id or uuid.uuid4().hex
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
-        self._seen_lock = threading.Lock()
+        self._history = history if history is not None else ReplayHistory()
         # next() on itertools.count is atomic under the GIL: unique ids from any thread
         self._counter = itertools.count()
         self._id_prefix = f"{self.session_id[:8]}_{os.getpid()}_"
@@ -186,6 +208,11 @@ class Codec:
         self._json_id_prefix = '{"msg_id": ' + encode_basestring(self._id_prefix)[:-1]
         self._json_session = (', "username": "kernel", "session": '
                               + encode_basestring(self.session_id) + ', "date": "')
+
+    @property
+    def id_prefix(self) -> str:
+        """What each of our msg ids starts with (a counter follows)."""
+        return self._id_prefix
 
     def fork(self) -> Codec:
         """A codec for another thread: same key, session, ids and replay history."""
@@ -199,10 +226,14 @@ class Codec:
         return self._signer.sign(parts)
 
     # -- incoming -----------------------------------------------------------------
-    def parse(self, frames: list[bytes]) -> Message:
-        """Split, verify and parse the header of ``frames``; ProtocolError if bad."""
+    def parse(self, frames: list[bytes], verify: bool = True) -> Message:
+        """Split, verify and parse the header of ``frames``; ProtocolError if bad.
+
+        ``verify=False`` only for frames verified already (by the C control
+        reader): verifying them again would find their signature seen."""
         idents, parts = split_frames(frames)
-        self.verify(parts)
+        if verify:
+            self.verify(parts)
         header = _load_dict(parts[1], "header")
         for key in ("msg_id", "msg_type"):
             if not isinstance(header.get(key), str):
@@ -222,12 +253,8 @@ class Codec:
             raise ProtocolError("unsigned message")
         if not hmac.compare_digest(signature, self.sign(parts[1:5])):
             raise ProtocolError("invalid signature")
-        with self._seen_lock:
-            if signature in self._seen:
-                raise ProtocolError("replayed signature")
-            self._seen[signature] = None
-            if len(self._seen) > self.REPLAY_HISTORY:
-                self._seen.popitem(last=False)
+        if not self._history.add(signature):
+            raise ProtocolError("replayed signature")
 
     # -- outgoing -----------------------------------------------------------------
     def new_message(
