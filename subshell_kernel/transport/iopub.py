@@ -86,9 +86,11 @@ class IOPub:
         subscriber before it drops for that subscriber alone."""
         return max(1, subscriber_budget // MAX_STREAM_BYTES)
 
-    def __init__(self, socket: zmq.Socket, codec: Codec, backend: str, flush_interval: float):
+    def __init__(self, socket: zmq.Socket, codec: Codec, backend: str, flush_interval: float,
+                 lock: Any = None):
         socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription, not only the first
-        self._socket = SharedSocket(socket, on_input=self._subscriptions_waiting)
+        #: ``lock``: the socket's lock, when C code publishes too (``native_control``)
+        self._socket = SharedSocket(socket, on_input=self.subscriptions_waiting, lock=lock)
         self._zmq_fd = socket.FD
         self.codec = codec
         self.backend = backend
@@ -142,9 +144,9 @@ class IOPub:
             return False
         return True
 
-    def _subscriptions_waiting(self) -> None:
-        # A publisher's send found a subscription waiting: that send may have
-        # consumed the FD's edge, so the reader task would not wake for it.
+    def subscriptions_waiting(self) -> None:
+        """A publisher's send found a subscription waiting (any thread): that send may
+        have consumed the FD's edge, so the reader task would not wake for it."""
         self._schedule(self._read_subscriptions)
 
     # -- lifetime (main thread) -----------------------------------------------------

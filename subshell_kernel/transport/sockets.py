@@ -85,12 +85,16 @@ def recv_frames(socket: zmq.Socket, flags: int = 0) -> list[bytes]:
 class SharedSocket:
     """A zmq socket used by several threads, one at a time, under a lock.
 
-    After ``close``, sends are dropped and ``recv`` returns None.
+    After ``close``, sends are dropped and ``recv`` returns None.  ``lock`` is a
+    ``threading.Lock`` unless given: the iopub socket's is a
+    ``native_control.socket_lock()``, which the C control reader takes to
+    publish too, and whose ``closed`` tells it the socket is gone.
     """
 
-    def __init__(self, socket: zmq.Socket, on_input: Callable[[], None] | None = None):
+    def __init__(self, socket: zmq.Socket, on_input: Callable[[], None] | None = None,
+                 lock: Any = None):
         self.socket = socket
-        self._lock = threading.Lock()
+        self._lock = lock if lock is not None else threading.Lock()
         self._on_input = on_input
         self._closed = False
 
@@ -130,6 +134,8 @@ class SharedSocket:
         with self._lock:
             if not self._closed:
                 self._closed = True
+                if hasattr(self._lock, "closed"):
+                    self._lock.closed = True
                 self.socket.close(linger=linger)
 
 
