@@ -42,11 +42,11 @@ from . import __version__
 from .adapter.debugpy_server import debugpy_available
 from .core.kernel_info import kernel_info_content
 from .core.lifecycle import Outbox
-from .core.protocol import Codec, Message
+from .core.protocol import PROTOCOL_VERSION, Codec, Message, pack
 from .runtime.streams import StreamRouter
 from .runtime.threads import return_freed_memory
 from .settings import SubshellKernel
-from .transport import sockets
+from .transport import native_control, sockets
 from .transport.channels import Channels
 from .transport.control import Control
 from .transport.iopub import IOPub
@@ -80,7 +80,13 @@ class Boot:
         self.context = zmq.Context()
         key = connection.get("key", "")
         key = key.encode() if isinstance(key, str) else key
-        self.codec = Codec(key, connection.get("signature_scheme", "hmac-sha256"))
+        scheme = connection.get("signature_scheme", "hmac-sha256")
+        # the C control reader, where it can be used: then the replay history is the one
+        # it shares with Python, and it publishes on iopub under the lock Python takes
+        native = native_control.usable(key, scheme) if settings.native_control else None
+        history = None if native is None else native_control.replay_history()
+        iopub_lock = None if native is None else native_control.socket_lock()
+        self.codec = Codec(key, scheme, history=history)
         shell_sock, stdin_sock = self._bind(zmq.ROUTER, "shell"), self._bind(zmq.ROUTER, "stdin")
         control_sock, hb_sock = self._bind(zmq.ROUTER, "control"), self._bind(zmq.ROUTER, "hb")
         budget = IOPub.high_water_mark(settings.iopub_subscriber_budget)
@@ -91,7 +97,7 @@ class Boot:
         self.ports = {f"{name}_port": connection[f"{name}_port"] for name in SOCKET_NAMES}
 
         self.iopub = iopub = IOPub(iopub_sock, self.codec.fork(), settings.backend,
-                                   settings.flush_interval)
+                                   settings.flush_interval, iopub_lock)
         self.streams = streams = StreamRouter(iopub.publish, iopub.flush_soon)
         self.wake = sockets.WakePipe()
         shell = sockets.SharedSocket(shell_sock, on_input=self.wake.wake)
@@ -100,9 +106,15 @@ class Boot:
         self.outbox = Outbox(channels.status, channels.reply, self.flush_output)
         self.router = Router(shell, stdin, self.wake, self.codec.fork(), self.outbox,
                              early={"kernel_info_request": self.early_kernel_info})
+        if native is not None:
+            # packed once: kernel_info is the same for the kernel's whole life
+            native = native_control.reader(
+                native, control_sock, iopub_sock, iopub_lock, history,
+                iopub.subscriptions_waiting, key, self.codec.session_id,
+                self.codec.id_prefix, PROTOCOL_VERSION, pack(self.kernel_info()))
         self.control = Control(control_sock, self.codec.fork(),
                                {"kernel_info_request": self.answer_kernel_info},
-                               channels.status, streams.flush)
+                               channels.status, streams.flush, native)
         self.heartbeat_socket = hb_sock
         self.kernel_info()  # its one lookup (is debugpy there?) done here, not in a reply
 

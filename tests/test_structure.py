@@ -68,8 +68,10 @@ def _package_imports(module: str, tree: ast.Module) -> list[tuple[str, ast.AST]]
 
 
 def _exists(module: str) -> bool:
+    """A module of ours: Python source, a package, or a C extension's source."""
     rel = Path(*module.split(".")[1:])
-    return (PACKAGE / rel).with_suffix(".py").exists() or (PACKAGE / rel / "__init__.py").exists()
+    return any((PACKAGE / rel).with_suffix(suffix).exists() for suffix in (".py", ".c")) \
+        or (PACKAGE / rel / "__init__.py").exists()
 
 
 def _is_package(module: str) -> bool:
@@ -137,7 +139,8 @@ def test_no_module_is_over_500_lines():
 def test_the_layers_are_what_the_architecture_page_draws():
     page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
     for layer in LAYERS[:-1]:
-        for path in sorted((PACKAGE / layer).glob("*.py")):
+        sources = [*(PACKAGE / layer).glob("*.py"), *(PACKAGE / layer).glob("*.c")]
+        for path in sorted(sources):
             if path.name != "__init__.py":
                 assert f"{layer}/{path.name}" in page, f"{layer}/{path.name} is not on the map"
 

@@ -9,6 +9,10 @@ content`` in a dispatch table.
 It starts before IPython is imported (``boot``) with the handlers that need
 nothing more (``kernel_info``); a request of another type waits until
 ``open`` hands it the whole table, and the requests behind it wait in order.
+
+Where the C reader is built (``native_control``), the thread waits for
+messages in it, and once the kernel is open it answers ``kernel_info``
+there, without the GIL; every other message comes back here.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import zmq
 from ..core.lifecycle import Cycle, Outbox
 from ..core.protocol import Codec, Message, ProtocolError
 from .kernel_threads import kernel_thread
+from .native_control import NativeControl
 from .sockets import recv_frames, send_frames
 
 log = logging.getLogger(__name__)
@@ -42,8 +47,10 @@ class Control:
         handlers: Mapping[str, ControlHandler],
         status: Callable[[str, dict], None],
         flush: Callable[[dict], None],
+        native: NativeControl | None = None,
     ):
         self.socket = socket
+        self._native = native
         self.codec = codec
         self.handlers = handlers
         self._outbox = Outbox(status, self._reply, flush)
@@ -51,10 +58,24 @@ class Control:
         self._on_answered: Callable[[Message], None] = lambda msg: None
         self._opened = threading.Event()
         self._opened_at = 0.0  # time.monotonic() of ``open``
-        #: the control request being handled, or the last one handled
-        #: (``get_ipython().kernel.get_parent("control")``)
-        self.current: Message | None = None
+        self._current: Message | None = None
+        #: how many requests the C reader had answered when ``_current`` came
+        self._answered_before = 0
+        self._native_last: tuple[int, Message | None] = (0, None)
         self.thread = kernel_thread(self._run, "control")
+
+    @property
+    def current(self) -> Message | None:
+        """The control request being handled, or the last one handled, here or by the C
+        reader (``get_ipython().kernel.get_parent("control")``)."""
+        if self._native is None:
+            return self._current
+        answered, frames = self._native.last_answered()
+        if answered <= self._answered_before or frames is None:
+            return self._current
+        if self._native_last[0] != answered:  # verified by the C reader already
+            self._native_last = (answered, self.codec.parse(frames, verify=False).decode())
+        return self._native_last[1]
 
     def start(self) -> None:
         self.thread.start()
@@ -78,11 +99,22 @@ class Control:
     def _reply(self, msg: Message, content: dict[str, Any]) -> None:
         send_frames(self.socket, self.codec.reply_frames(msg, content))
 
+    def _receive(self, timeout_ms: int) -> list[bytes] | None:
+        """The next message to handle here, None after ``timeout_ms`` (-1: never) quiet."""
+        if self._native is not None:
+            # kernel_info is answered in C once open: before, the early reply welcomes
+            # waiting subscriptions first (``Boot.early_kernel_info``)
+            return self._native.next(timeout_ms, self._opened.is_set())
+        if timeout_ms >= 0 and not self.socket.poll(timeout_ms):
+            return None
+        return recv_frames(self.socket)
+
     def _run(self) -> None:
         quiet_done = False
         while True:
             try:
-                if not quiet_done and not self.socket.poll(self.QUIET_MS):
+                frames = self._receive(-1 if quiet_done else self.QUIET_MS)
+                if frames is None:
                     # the first quiet moment once open, however late it comes: work
                     # that the kernel wants off the hot path (see Kernel.warm_up); not
                     # at the open itself, when a frontend's first cell is on its way
@@ -94,7 +126,6 @@ class Control:
                         except Exception:
                             log.exception("warm-up failed")
                     continue
-                frames = recv_frames(self.socket)
             except zmq.ZMQError as e:  # ETERM at shutdown: the owner closes its socket
                 log.debug("control thread ends: %s", e)
                 self.socket.close(linger=500)
@@ -106,7 +137,9 @@ class Control:
                 continue
             if msg.msg_type not in self.handlers:
                 self._opened.wait()  # only before open: the kernel is still loading
-            self.current = msg
+            self._current = msg
+            if self._native is not None:
+                self._answered_before = self._native.last_answered()[0]
             with Cycle(msg, self._outbox) as cycle:
                 handler = cycle.handler(self.handlers, "control")
                 if handler is not None:

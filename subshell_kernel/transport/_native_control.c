@@ -1,0 +1,929 @@
+/* The control socket's reader, in C: it answers kernel_info_request without the GIL.
+ *
+ * The control thread (control.py) calls Reader.next() and waits there, GIL released,
+ * for the next control message.  A kernel_info_request is answered here, GIL still
+ * released, and next() goes on waiting: a request costs no Python at all, so its reply
+ * does not wait for a thread that holds the GIL (a CPU loop gives it up every switch
+ * interval, a C call that never releases it not at all).  Every other message, and
+ * every message this code is not sure about, is returned to Python, which does all the
+ * rest exactly as before: a message is answered here only when it is
+ *
+ *   - idents, <IDS|MSG>, signature, header, parent, metadata, content, no buffers;
+ *   - signed right (HMAC-SHA256 over the four parts, or no key at all) and not a
+ *     signature the kernel accepted before, on any channel (the ReplayHistory that
+ *     Python's Codec shares; a replay is returned as REPLAYED for Python to log and
+ *     drop);
+ *   - a header that is a flat JSON object of ASCII strings with a "msg_id" and a
+ *     "msg_type" of exactly "kernel_info_request", and no "subshell_id";
+ *   - parent, metadata and content each exactly "{}".
+ *
+ * The answer is the lifecycle of core/lifecycle.py for that one request: status busy,
+ * the reply (its content the bytes Python packed once: kernel_info is the same for the
+ * kernel's whole life; metadata "started"), status idle.  The statuses are sent on the
+ * iopub socket under its SocketLock, the lock its Python publishers take too
+ * (sockets.SharedSocket), with SharedSocket's rules: nothing once it is closed, and a
+ * subscription found waiting after a send is reported (next() returns INPUT_WAITING)
+ * for Python to wake the subscriptions' reader.  Headers are formatted as
+ * core/protocol.py formats its own (the same field order and spacing); msg ids carry
+ * their own "n" so they never collide with Python's.
+ *
+ * libzmq is not linked: the functions are those of the libzmq that pyzmq loaded (their
+ * addresses come from Python, native_control.py), so the sockets are pyzmq's own.
+ * Only the control thread uses the control socket.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- libzmq, as declared in zmq.h (4.x) ---------------------------------------- */
+
+typedef struct { unsigned char _[64]; } __attribute__((aligned(sizeof(void *)))) zmq_msg_t;
+typedef struct { void *socket; int fd; short events; short revents; } zmq_pollitem_t;
+
+#define ZMQ_DONTWAIT 1
+#define ZMQ_SNDMORE 2
+#define ZMQ_POLLIN 1
+#define ZMQ_EVENTS 15
+#define ZMQ_ETERM (156384712 + 53) /* ZMQ_HAUSNUMERO + 53 */
+
+typedef struct {
+    int (*poll)(zmq_pollitem_t *, int, long);
+    int (*msg_init)(zmq_msg_t *);
+    int (*msg_recv)(zmq_msg_t *, void *, int);
+    void *(*msg_data)(zmq_msg_t *);
+    size_t (*msg_size)(const zmq_msg_t *);
+    int (*msg_more)(const zmq_msg_t *);
+    int (*msg_close)(zmq_msg_t *);
+    int (*send)(void *, const void *, size_t, int);
+    int (*getsockopt)(void *, int, void *, size_t *);
+    int (*errno_)(void);
+} zmq_api;
+
+#define ZMQ_API_COUNT 10
+
+/* ---- SHA-256 (FIPS 180-4) and HMAC (RFC 2104) ----------------------------------- */
+
+typedef struct {
+    uint32_t h[8];
+    uint64_t length;      /* bytes hashed so far */
+    unsigned char block[64];
+    size_t used;          /* bytes in block */
+} sha256;
+
+static const uint32_t K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+    0xc67178f2};
+
+#define ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sha256_compress(uint32_t h[8], const unsigned char *p) {
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ROTR(w[i - 15], 7) ^ ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ROTR(w[i - 2], 17) ^ ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = hh + (ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25)) + ((e & f) ^ (~e & g)) +
+                      K[i] + w[i];
+        uint32_t t2 = (ROTR(a, 2) ^ ROTR(a, 13) ^ ROTR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        hh = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+    }
+    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
+}
+
+static void sha256_init(sha256 *s) {
+    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(s->h, h0, sizeof h0);
+    s->length = 0;
+    s->used = 0;
+}
+
+static void sha256_update(sha256 *s, const unsigned char *p, size_t n) {
+    s->length += n;
+    if (s->used) {
+        size_t take = 64 - s->used < n ? 64 - s->used : n;
+        memcpy(s->block + s->used, p, take);
+        s->used += take; p += take; n -= take;
+        if (s->used < 64) return;
+        sha256_compress(s->h, s->block);
+        s->used = 0;
+    }
+    for (; n >= 64; p += 64, n -= 64) sha256_compress(s->h, p);
+    memcpy(s->block, p, n);
+    s->used = n;
+}
+
+static void sha256_final(sha256 *s, unsigned char out[32]) {
+    uint64_t bits = s->length * 8;
+    unsigned char pad = 0x80, zero = 0, len[8];
+    sha256_update(s, &pad, 1);
+    while (s->used != 56) sha256_update(s, &zero, 1);
+    for (int i = 0; i < 8; i++) len[i] = (unsigned char)(bits >> (56 - 8 * i));
+    sha256_update(s, len, 8);
+    for (int i = 0; i < 8; i++) {
+        out[4 * i] = (unsigned char)(s->h[i] >> 24); out[4 * i + 1] = (unsigned char)(s->h[i] >> 16);
+        out[4 * i + 2] = (unsigned char)(s->h[i] >> 8); out[4 * i + 3] = (unsigned char)s->h[i];
+    }
+}
+
+/* the two hash states after the padded key: copied per message, as stamps.Signer does */
+typedef struct { sha256 inner, outer; } hmac_key;
+
+static void hmac_key_init(hmac_key *k, const unsigned char *key, size_t n) {
+    unsigned char block[64] = {0}, pad[64];
+    if (n > 64) {
+        sha256 s;
+        sha256_init(&s); sha256_update(&s, key, n); sha256_final(&s, block);
+    } else {
+        memcpy(block, key, n);
+    }
+    for (int i = 0; i < 64; i++) pad[i] = block[i] ^ 0x36;
+    sha256_init(&k->inner); sha256_update(&k->inner, pad, 64);
+    for (int i = 0; i < 64; i++) pad[i] = block[i] ^ 0x5c;
+    sha256_init(&k->outer); sha256_update(&k->outer, pad, 64);
+}
+
+/* lowercase hex of the HMAC of the n parts, into out[64] */
+static void hmac_hex(const hmac_key *k, const unsigned char *const *parts, const size_t *sizes,
+                     int n, char out[64]) {
+    unsigned char digest[32];
+    sha256 s = k->inner;
+    for (int i = 0; i < n; i++) sha256_update(&s, parts[i], sizes[i]);
+    sha256_final(&s, digest);
+    s = k->outer;
+    sha256_update(&s, digest, 32);
+    sha256_final(&s, digest);
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = hex[digest[i] >> 4];
+        out[2 * i + 1] = hex[digest[i] & 15];
+    }
+}
+
+/* ---- the header: a flat JSON object of ASCII strings ---------------------------- */
+
+enum { NOT_SURE = 0, KERNEL_INFO = 1, OTHER_TYPE = 2 };
+
+static int is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+static int is_hex(unsigned char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* A JSON string at s[*i] (its opening quote): ASCII only.  Sets *start and *len to its
+ * raw text between the quotes and *escaped if it holds an escape.  0 if not such a string. */
+static int scan_string(const unsigned char *s, size_t n, size_t *i, size_t *start,
+                       size_t *len, int *escaped) {
+    if (*i >= n || s[*i] != '"') return 0;
+    size_t j = *i + 1;
+    *start = j;
+    *escaped = 0;
+    while (j < n) {
+        unsigned char c = s[j];
+        if (c == '"') {
+            *len = j - *start;
+            *i = j + 1;
+            return 1;
+        }
+        if (c < 0x20 || c >= 0x80) return 0;
+        if (c == '\\') {
+            *escaped = 1;
+            if (j + 1 >= n) return 0;
+            unsigned char e = s[j + 1];
+            if (e == 'u') {
+                if (j + 5 >= n) return 0;
+                for (int k = 2; k < 6; k++)
+                    if (!is_hex(s[j + k])) return 0;
+                j += 6;
+                continue;
+            }
+            if (!strchr("\"\\/bfnrt", e) || e == 0) return 0;
+            j += 2;
+            continue;
+        }
+        j++;
+    }
+    return 0;
+}
+
+static int raw_equals(const unsigned char *s, size_t start, size_t len, const char *text) {
+    return len == strlen(text) && memcmp(s + start, text, len) == 0;
+}
+
+/* KERNEL_INFO, OTHER_TYPE (a header this code understands, of another type) or
+ * NOT_SURE (leave it to Python, which parses any JSON). */
+static int classify_header(const unsigned char *s, size_t n) {
+    size_t i = 0, start, len, vstart, vlen;
+    int escaped, vescaped, msg_types = 0, msg_ids = 0, kernel_info = 0;
+    while (i < n && is_ws(s[i])) i++;
+    if (i >= n || s[i] != '{') return NOT_SURE;
+    i++;
+    while (1) {
+        while (i < n && is_ws(s[i])) i++;
+        if (!scan_string(s, n, &i, &start, &len, &escaped) || escaped) return NOT_SURE;
+        while (i < n && is_ws(s[i])) i++;
+        if (i >= n || s[i] != ':') return NOT_SURE;
+        i++;
+        while (i < n && is_ws(s[i])) i++;
+        if (!scan_string(s, n, &i, &vstart, &vlen, &vescaped)) return NOT_SURE;
+        if (raw_equals(s, start, len, "msg_type")) {
+            msg_types++;
+            if (vescaped) return NOT_SURE;
+            kernel_info = raw_equals(s, vstart, vlen, "kernel_info_request");
+        } else if (raw_equals(s, start, len, "msg_id")) {
+            msg_ids++;
+        } else if (raw_equals(s, start, len, "subshell_id")) {
+            return NOT_SURE;
+        }
+        while (i < n && is_ws(s[i])) i++;
+        if (i < n && s[i] == ',') { i++; continue; }
+        if (i < n && s[i] == '}') { i++; break; }
+        return NOT_SURE;
+    }
+    while (i < n && is_ws(s[i])) i++;
+    if (i != n || msg_types != 1 || msg_ids != 1) return NOT_SURE;
+    return kernel_info ? KERNEL_INFO : OTHER_TYPE;
+}
+
+/* ---- SocketLock: a lock that Python threads and the C reader share ----------------- */
+
+/* A threading.Lock for ``with``, whose mutex C code takes without the GIL.  ``closed``
+ * is set (under the lock) when the socket it guards is closed. */
+typedef struct {
+    PyObject_HEAD
+    pthread_mutex_t mutex;
+    int closed;
+} SocketLock;
+
+static PyObject *SocketLock_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    (void)args; (void)kwargs;
+    SocketLock *l = (SocketLock *)type->tp_alloc(type, 0);
+    if (l) pthread_mutex_init(&l->mutex, NULL);
+    return (PyObject *)l;
+}
+
+static void SocketLock_dealloc(SocketLock *l) {
+    pthread_mutex_destroy(&l->mutex);
+    Py_TYPE(l)->tp_free((PyObject *)l);
+}
+
+static PyObject *SocketLock_enter(SocketLock *l, PyObject *unused) {
+    (void)unused;
+    if (pthread_mutex_trylock(&l->mutex) != 0) {
+        Py_BEGIN_ALLOW_THREADS  /* the holder may need the GIL to let go */
+        pthread_mutex_lock(&l->mutex);
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyObject *SocketLock_exit(SocketLock *l, PyObject *args) {
+    (void)args;
+    pthread_mutex_unlock(&l->mutex);
+    Py_RETURN_FALSE;
+}
+
+static PyObject *SocketLock_get_closed(SocketLock *l, void *closure) {
+    (void)closure;
+    return PyBool_FromLong(l->closed);
+}
+
+static int SocketLock_set_closed(SocketLock *l, PyObject *value, void *closure) {
+    (void)closure;
+    if (!value) { PyErr_SetString(PyExc_TypeError, "cannot delete closed"); return -1; }
+    int truth = PyObject_IsTrue(value);
+    if (truth < 0) return -1;
+    l->closed = truth;
+    return 0;
+}
+
+static PyMethodDef SocketLock_methods[] = {
+    {"__enter__", (PyCFunction)SocketLock_enter, METH_NOARGS, "Take the lock."},
+    {"__exit__", (PyCFunction)SocketLock_exit, METH_VARARGS, "Let the lock go."},
+    {"acquire", (PyCFunction)SocketLock_enter, METH_NOARGS, "Take the lock."},
+    {"release", (PyCFunction)SocketLock_exit, METH_VARARGS, "Let the lock go."},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef SocketLock_getset[] = {
+    {"closed", (getter)SocketLock_get_closed, (setter)SocketLock_set_closed,
+     "Whether the guarded socket is closed (set under the lock).", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyTypeObject SocketLockType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "subshell_kernel.transport._native_control.SocketLock",
+    .tp_basicsize = sizeof(SocketLock),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The lock of a socket that Python threads and the C control reader share.",
+    .tp_new = SocketLock_new,
+    .tp_dealloc = (destructor)SocketLock_dealloc,
+    .tp_methods = SocketLock_methods,
+    .tp_getset = SocketLock_getset,
+};
+
+/* ---- ReplayHistory: the signatures accepted so far, on every channel --------------- */
+
+/* The kernel's one replay history (core/protocol.py's Codec uses it where the C part is
+ * built, as the C reader does): the last HISTORY_SIZE HMAC-SHA256 signatures accepted,
+ * on any channel, as Python's own history keeps.  Each is kept as the 32 bytes its hex
+ * spells, in a ring in arrival order (its pages are touched in turn, so memory grows
+ * with use: 32 bytes a message up to 2 MiB), and found through an index, a hash table
+ * with linear probing of ring positions (512 KiB).  Python's OrderedDict of the same
+ * signatures holds about 13 MiB when full. */
+#define HISTORY_SIZE 65536
+#define HISTORY_SLOTS (2 * HISTORY_SIZE)  /* a power of two: the index is at most half full */
+#define SLOT_MASK (HISTORY_SLOTS - 1)
+
+typedef struct {
+    PyObject_HEAD
+    pthread_mutex_t mutex;
+    unsigned char (*ring)[32];  /* HISTORY_SIZE signatures, oldest at ``next`` once full */
+    uint32_t *index;            /* HISTORY_SLOTS entries: ring position + 1, or 0: empty */
+    uint32_t next;
+    uint32_t count;
+} ReplayHistory;
+
+static int unhex(const unsigned char *hex, unsigned char out[32]) {
+    for (int i = 0; i < 32; i++) {
+        int v = 0;
+        for (int k = 0; k < 2; k++) {
+            unsigned char c = hex[2 * i + k];
+            v <<= 4;
+            if (c >= '0' && c <= '9') v |= c - '0';
+            else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
+            else return 0;
+        }
+        out[i] = (unsigned char)v;
+    }
+    return 1;
+}
+
+static uint32_t home_slot(const unsigned char d[32]) {
+    uint32_t h;
+    memcpy(&h, d, 4);  /* an HMAC: its bytes are as good as a hash */
+    return h & SLOT_MASK;
+}
+
+/* the index slot that holds d, or the empty slot where it goes */
+static uint32_t find_slot(const ReplayHistory *h, const unsigned char d[32]) {
+    for (uint32_t i = home_slot(d);; i = (i + 1) & SLOT_MASK) {
+        uint32_t e = h->index[i];
+        if (e == 0 || memcmp(h->ring[e - 1], d, 32) == 0) return i;
+    }
+}
+
+/* empty index slot i, moving back the entries after it that probing would no longer
+ * find (linear probing's deletion, with no tombstones) */
+static void empty_slot(ReplayHistory *h, uint32_t i) {
+    for (;;) {
+        h->index[i] = 0;
+        uint32_t j = i;
+        for (;;) {
+            j = (j + 1) & SLOT_MASK;
+            uint32_t e = h->index[j];
+            if (e == 0) return;
+            uint32_t k = home_slot(h->ring[e - 1]);
+            /* the entry at j stays if its home slot k lies cyclically in (i, j] */
+            int stays = i < j ? (i < k && k <= j) : (i < k || k <= j);
+            if (!stays) {
+                h->index[i] = e;
+                i = j;
+                break;
+            }
+        }
+    }
+}
+
+/* 1 if the 64-hex signature was new (it is remembered now), 0 if seen before, -1 if it
+ * is not 64 lowercase hex digits (nothing that passed verification).  GIL not needed. */
+static int history_add(ReplayHistory *h, const unsigned char *signature, size_t size) {
+    unsigned char d[32];
+    if (size != 64 || !unhex(signature, d)) return -1;
+    int added = 0;
+    pthread_mutex_lock(&h->mutex);
+    uint32_t slot = find_slot(h, d);
+    if (h->index[slot] == 0) {
+        if (h->count == HISTORY_SIZE) {  /* forget the oldest, which ``next`` holds */
+            empty_slot(h, find_slot(h, h->ring[h->next]));
+            h->count--;
+            slot = find_slot(h, d);
+        }
+        memcpy(h->ring[h->next], d, 32);
+        h->index[slot] = h->next + 1;
+        h->next = (h->next + 1) % HISTORY_SIZE;
+        h->count++;
+        added = 1;
+    }
+    pthread_mutex_unlock(&h->mutex);
+    return added;
+}
+
+static PyObject *ReplayHistory_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    (void)args; (void)kwargs;
+    ReplayHistory *h = (ReplayHistory *)type->tp_alloc(type, 0);
+    if (!h) return NULL;
+    pthread_mutex_init(&h->mutex, NULL);
+    /* calloc: the pages stay the OS's zero pages until signatures land in them */
+    h->ring = PyMem_RawCalloc(HISTORY_SIZE, 32);
+    h->index = PyMem_RawCalloc(HISTORY_SLOTS, sizeof(uint32_t));
+    if (!h->ring || !h->index) { Py_DECREF(h); return PyErr_NoMemory(); }
+    return (PyObject *)h;
+}
+
+static void ReplayHistory_dealloc(ReplayHistory *h) {
+    PyMem_RawFree(h->ring);
+    PyMem_RawFree(h->index);
+    pthread_mutex_destroy(&h->mutex);
+    Py_TYPE(h)->tp_free((PyObject *)h);
+}
+
+static PyObject *ReplayHistory_add(ReplayHistory *h, PyObject *arg) {
+    if (!PyBytes_Check(arg)) { PyErr_SetString(PyExc_TypeError, "a signature is bytes"); return NULL; }
+    int added = history_add(h, (const unsigned char *)PyBytes_AS_STRING(arg),
+                            (size_t)PyBytes_GET_SIZE(arg));
+    if (added < 0) {
+        PyErr_SetString(PyExc_ValueError, "not an HMAC-SHA256 signature (64 hex digits)");
+        return NULL;
+    }
+    return PyBool_FromLong(added);
+}
+
+static PyMethodDef ReplayHistory_methods[] = {
+    {"add", (PyCFunction)ReplayHistory_add, METH_O,
+     "add(signature) -> True if it was new (and is remembered now), False if seen before."},
+    {NULL, NULL, 0, NULL}};
+
+static PyTypeObject ReplayHistoryType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "subshell_kernel.transport._native_control.ReplayHistory",
+    .tp_basicsize = sizeof(ReplayHistory),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The signatures accepted so far, shared by Python and the C control reader.",
+    .tp_new = ReplayHistory_new,
+    .tp_dealloc = (destructor)ReplayHistory_dealloc,
+    .tp_methods = ReplayHistory_methods,
+};
+
+/* ---- the Reader ------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    zmq_api zmq;
+    void *control;       /* the control ROUTER socket */
+    void *iopub;         /* the iopub XPUB socket, used under iopub_lock */
+    SocketLock *iopub_lock;
+    int input_waiting;   /* a send on iopub found a subscription waiting */
+    int signed_;     /* 0: the connection has no key (nothing is signed) */
+    hmac_key key;
+    char id_prefix[96];
+    char session[96];
+    char version[16];
+    PyObject *content;  /* bytes: the kernel_info_reply content */
+    ReplayHistory *history;
+    unsigned long long counter;
+    /* the last request answered here, for get_parent("control"): its frames, joined,
+     * with their sizes; ``answered`` counts the answers (all under last_mutex) */
+    pthread_mutex_t last_mutex;
+    unsigned char *last;
+    size_t last_sizes[64];
+    int last_count;
+    unsigned long long answered;
+} Reader;
+
+/* the result codes of next() that are not a message */
+#define RESULT_MESSAGE 0
+#define RESULT_TIMEOUT 1
+#define RESULT_REPLAYED 2
+#define RESULT_ERROR 3
+#define RESULT_INPUT_WAITING 4
+
+static void iso_now(char out[64]) {
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%06ld+00:00", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000);
+}
+
+/* one message: frames[0..count), the last sent without SNDMORE; -1 on a send error */
+static int send_all(Reader *r, void *socket, const unsigned char *const *frames,
+                    const size_t *sizes, int count) {
+    for (int i = 0; i < count; i++) {
+        int flags = ZMQ_DONTWAIT | (i + 1 < count ? ZMQ_SNDMORE : 0);
+        if (r->zmq.send(socket, frames[i], sizes[i], flags) < 0) return -1;
+    }
+    return 0;
+}
+
+/* a message of ours: [prefix frames] <IDS|MSG> signature header parent metadata content */
+static int send_message(Reader *r, void *socket, const unsigned char *const *prefix,
+                        const size_t *prefix_sizes, int nprefix, const char *msg_type,
+                        const unsigned char *parent, size_t parent_size,
+                        const char *metadata, const unsigned char *content,
+                        size_t content_size) {
+    char date[64], header[512], signature[64];
+    iso_now(date);
+    int header_size = snprintf(
+        header, sizeof header,
+        "{\"msg_id\": \"%sn%llu\", \"msg_type\": \"%s\", \"username\": \"kernel\", "
+        "\"session\": \"%s\", \"date\": \"%s\", \"version\": \"%s\"}",
+        r->id_prefix, r->counter++, msg_type, r->session, date, r->version);
+    const unsigned char *parts[4] = {(const unsigned char *)header, parent,
+                                     (const unsigned char *)metadata, content};
+    size_t sizes[4] = {(size_t)header_size, parent_size, strlen(metadata), content_size};
+    if (r->signed_) hmac_hex(&r->key, parts, sizes, 4, signature);
+
+    enum { MAX_FRAMES = 64 };
+    const unsigned char *frames[MAX_FRAMES];
+    size_t frame_sizes[MAX_FRAMES];
+    if (nprefix > MAX_FRAMES - 6) return 0;  /* never: the caller checked */
+    int n = 0;
+    for (int i = 0; i < nprefix; i++, n++) { frames[n] = prefix[i]; frame_sizes[n] = prefix_sizes[i]; }
+    frames[n] = (const unsigned char *)"<IDS|MSG>"; frame_sizes[n++] = 9;
+    frames[n] = (const unsigned char *)signature; frame_sizes[n++] = r->signed_ ? 64 : 0;
+    for (int i = 0; i < 4; i++, n++) { frames[n] = parts[i]; frame_sizes[n] = sizes[i]; }
+    return send_all(r, socket, frames, frame_sizes, n);
+}
+
+static const unsigned char STATUS_TOPIC[] = "kernel.status";
+
+static int send_status(Reader *r, const char *content, const unsigned char *parent,
+                       size_t parent_size) {
+    const unsigned char *topic[1] = {STATUS_TOPIC};
+    size_t topic_size[1] = {sizeof STATUS_TOPIC - 1};
+    int rc = 0, events = 0;
+    size_t events_size = sizeof events;
+    pthread_mutex_lock(&r->iopub_lock->mutex);
+    if (!r->iopub_lock->closed) {
+        rc = send_message(r, r->iopub, topic, topic_size, 1, "status", parent, parent_size,
+                          "{}", (const unsigned char *)content, strlen(content));
+        if (r->zmq.getsockopt(r->iopub, ZMQ_EVENTS, &events, &events_size) == 0 &&
+            (events & ZMQ_POLLIN))
+            r->input_waiting = 1;
+    }
+    pthread_mutex_unlock(&r->iopub_lock->mutex);
+    return rc;
+}
+
+enum { ANSWERED, NOT_OURS, REPLAYED, SEND_FAILED };
+
+/* A send that failed ends the reader only at shutdown (ETERM); otherwise the message is
+ * lost as zmq loses it for a peer that went away (a status nobody reads any more). */
+static int fatal(Reader *r, int rc) { return rc < 0 && r->zmq.errno_() == ZMQ_ETERM; }
+
+static void remember_last(Reader *r, const unsigned char *const *data, const size_t *size,
+                          int count) {
+    size_t total = 0;
+    for (int i = 0; i < count; i++) total += size[i];
+    unsigned char *copy = PyMem_RawMalloc(total ? total : 1);
+    if (!copy) return;  /* get_parent("control") then names the request before */
+    pthread_mutex_lock(&r->last_mutex);
+    PyMem_RawFree(r->last);
+    r->last = copy;
+    for (int i = 0; i < count; i++) {
+        memcpy(copy, data[i], size[i]);
+        copy += size[i];
+        r->last_sizes[i] = size[i];
+    }
+    r->last_count = count;
+    r->answered++;
+    pthread_mutex_unlock(&r->last_mutex);
+}
+
+/* Answer the message in msgs[0..count) if it is a kernel_info_request we are sure of. */
+static int try_answer(Reader *r, zmq_msg_t *msgs, int count) {
+    const unsigned char *data[64];
+    size_t size[64];
+    if (count > 64) return NOT_OURS;
+    int delim = -1;
+    for (int i = 0; i < count; i++) {
+        data[i] = r->zmq.msg_data(&msgs[i]);
+        size[i] = r->zmq.msg_size(&msgs[i]);
+        if (delim < 0 && size[i] == 9 && memcmp(data[i], "<IDS|MSG>", 9) == 0) delim = i;
+    }
+    if (delim < 0 || count - delim - 1 != 5 || delim > 32) return NOT_OURS;
+    const unsigned char *const *part = data + delim + 1;
+    const size_t *part_size = size + delim + 1;
+    for (int i = 2; i <= 4; i++)  /* parent, metadata, content */
+        if (part_size[i] != 2 || memcmp(part[i], "{}", 2) != 0) return NOT_OURS;
+    if (classify_header(part[1], part_size[1]) != KERNEL_INFO) return NOT_OURS;
+    if (r->signed_) {
+        char expected[64];
+        unsigned char diff = 0;
+        if (part_size[0] != 64) return NOT_OURS;
+        hmac_hex(&r->key, part + 1, part_size + 1, 4, expected);
+        for (int i = 0; i < 64; i++) diff |= (unsigned char)expected[i] ^ part[0][i];
+        if (diff) return NOT_OURS;  /* Python says why */
+        if (history_add(r->history, part[0], 64) != 1) return REPLAYED;
+    }
+    remember_last(r, data, size, count);
+    const unsigned char *header = part[1];
+    size_t header_size = part_size[1];
+    if (fatal(r, send_status(r, "{\"execution_state\": \"busy\"}", header, header_size)))
+        return SEND_FAILED;
+    char date[64], metadata[96];
+    iso_now(date);
+    snprintf(metadata, sizeof metadata, "{\"started\": \"%s\"}", date);
+    if (fatal(r, send_message(r, r->control, data, size, delim, "kernel_info_reply", header,
+                              header_size, metadata,
+                              (const unsigned char *)PyBytes_AS_STRING(r->content),
+                              (size_t)PyBytes_GET_SIZE(r->content))))
+        return SEND_FAILED;
+    if (fatal(r, send_status(r, "{\"execution_state\": \"idle\"}", header, header_size)))
+        return SEND_FAILED;
+    return ANSWERED;
+}
+
+static void close_all(Reader *r, zmq_msg_t *msgs, int count) {
+    for (int i = 0; i < count; i++) r->zmq.msg_close(&msgs[i]);
+}
+
+/* Reader.next(timeout_ms, answer) -> (code, frames or errno)
+ *
+ * Waits for the next control message that Python must handle (GIL released),
+ * answering kernel_info requests meanwhile if ``answer``.  Returns (0, [bytes...]) for
+ * a message, (1, None) after timeout_ms (-1: none) with no message at all, (2, None)
+ * for a replayed kernel_info request (dropped), (3, errno) when a zmq call failed (ETERM
+ * at shutdown), (4, None) when a subscription waits on iopub. */
+static PyObject *Reader_next(Reader *r, PyObject *args) {
+    long timeout;
+    int answer;
+    if (!PyArg_ParseTuple(args, "lp", &timeout, &answer)) return NULL;
+    int code = RESULT_TIMEOUT, err = 0, count = 0, capacity = 8;
+    zmq_msg_t *msgs = PyMem_RawMalloc(sizeof(zmq_msg_t) * capacity);
+    if (!msgs) return PyErr_NoMemory();
+
+    Py_BEGIN_ALLOW_THREADS
+    while (1) {
+        zmq_pollitem_t item = {r->control, 0, ZMQ_POLLIN, 0};
+        int rc = r->zmq.poll(&item, 1, timeout);
+        if (rc < 0) {
+            err = r->zmq.errno_();
+            if (err == EINTR) continue;
+            code = RESULT_ERROR;
+            break;
+        }
+        if (rc == 0) { code = RESULT_TIMEOUT; break; }
+        count = 0;
+        int more = 1, failed = 0;
+        while (more) {
+            if (count == capacity) {
+                zmq_msg_t *bigger = PyMem_RawRealloc(msgs, sizeof(zmq_msg_t) * capacity * 2);
+                if (!bigger) { failed = ENOMEM; break; }
+                msgs = bigger;
+                capacity *= 2;
+            }
+            r->zmq.msg_init(&msgs[count]);
+            if (r->zmq.msg_recv(&msgs[count], r->control, ZMQ_DONTWAIT) < 0) {
+                failed = r->zmq.errno_();
+                r->zmq.msg_close(&msgs[count]);
+                break;
+            }
+            more = r->zmq.msg_more(&msgs[count]);
+            count++;
+        }
+        if (failed) {
+            close_all(r, msgs, count);
+            count = 0;
+            if (failed == EAGAIN) continue;  /* woken for nothing */
+            code = RESULT_ERROR;
+            err = failed;
+            break;
+        }
+        int outcome = answer ? try_answer(r, msgs, count) : NOT_OURS;
+        if (outcome == ANSWERED) {
+            close_all(r, msgs, count);
+            count = 0;
+            if (r->input_waiting) { r->input_waiting = 0; code = RESULT_INPUT_WAITING; break; }
+            continue;
+        }
+        if (outcome == REPLAYED) { close_all(r, msgs, count); count = 0; code = RESULT_REPLAYED; break; }
+        if (outcome == SEND_FAILED) {
+            err = ZMQ_ETERM;
+            close_all(r, msgs, count);
+            count = 0;
+            code = RESULT_ERROR;
+            break;
+        }
+        code = RESULT_MESSAGE;
+        break;
+    }
+    Py_END_ALLOW_THREADS
+
+    PyObject *result = NULL;
+    if (code == RESULT_MESSAGE) {
+        PyObject *frames = PyList_New(count);
+        for (int i = 0; frames && i < count; i++) {
+            PyObject *b = PyBytes_FromStringAndSize(r->zmq.msg_data(&msgs[i]),
+                                                    (Py_ssize_t)r->zmq.msg_size(&msgs[i]));
+            if (!b) { Py_CLEAR(frames); break; }
+            PyList_SET_ITEM(frames, i, b);
+        }
+        close_all(r, msgs, count);
+        if (frames) result = Py_BuildValue("(iN)", code, frames);
+    } else if (code == RESULT_ERROR) {
+        result = Py_BuildValue("(ii)", code, err);
+    } else {
+        result = Py_BuildValue("(iO)", code, Py_None);
+    }
+    PyMem_RawFree(msgs);
+    return result;
+}
+
+/* Reader.last_answered() -> (count, frames or None): how many requests were answered
+ * here, and the frames of the last one. */
+static PyObject *Reader_last_answered(Reader *r, PyObject *unused) {
+    (void)unused;
+    pthread_mutex_lock(&r->last_mutex);
+    unsigned long long answered = r->answered;
+    PyObject *frames = Py_None;
+    Py_INCREF(frames);
+    if (r->last) {
+        Py_DECREF(frames);
+        frames = PyList_New(r->last_count);
+        const unsigned char *p = r->last;
+        for (int i = 0; frames && i < r->last_count; i++) {
+            PyObject *b = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)r->last_sizes[i]);
+            if (!b) { Py_CLEAR(frames); break; }
+            PyList_SET_ITEM(frames, i, b);
+            p += r->last_sizes[i];
+        }
+    }
+    pthread_mutex_unlock(&r->last_mutex);
+    if (!frames) return NULL;
+    return Py_BuildValue("(KN)", answered, frames);
+}
+
+static void Reader_dealloc(Reader *r) {
+    Py_XDECREF(r->content);
+    Py_XDECREF(r->iopub_lock);
+    Py_XDECREF(r->history);
+    PyMem_RawFree(r->last);
+    pthread_mutex_destroy(&r->last_mutex);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static int copy_text(char *dst, size_t cap, PyObject *text, const char *what) {
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(text, &n);
+    if (!s) return -1;
+    if ((size_t)n >= cap) {
+        PyErr_Format(PyExc_ValueError, "%s is too long", what);
+        return -1;
+    }
+    memcpy(dst, s, n + 1);
+    return 0;
+}
+
+/* Reader(control, iopub, iopub_lock, history, functions, key, id_prefix, session,
+ * version, content): the sockets as libzmq handles (pyzmq's ``Socket.underlying``), the
+ * lock of iopub, the kernel's replay history, the libzmq
+ * functions' addresses in zmq_api's order, the connection key (b"": nothing signed),
+ * the strings of our headers (JSON-safe, checked by native_control.py) and the
+ * kernel_info_reply content, packed. */
+static PyObject *Reader_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    (void)kwargs;
+    unsigned long long control, iopub;
+    PyObject *lock, *history, *functions, *id_prefix, *session, *version, *content;
+    Py_buffer key;
+    if (!PyArg_ParseTuple(args, "KKO!O!O!y*UUUS", &control, &iopub, &SocketLockType, &lock,
+                          &ReplayHistoryType, &history, &PyTuple_Type, &functions, &key,
+                          &id_prefix, &session, &version, &content))
+        return NULL;
+    Reader *r = (Reader *)type->tp_alloc(type, 0);
+    if (!r) { PyBuffer_Release(&key); return NULL; }
+    pthread_mutex_init(&r->last_mutex, NULL);
+    Py_INCREF(history);
+    r->history = (ReplayHistory *)history;
+    if (PyTuple_GET_SIZE(functions) != ZMQ_API_COUNT) {
+        PyErr_SetString(PyExc_ValueError, "wrong number of libzmq functions");
+        goto fail;
+    }
+    void **slots = (void **)&r->zmq;
+    for (int i = 0; i < ZMQ_API_COUNT; i++) {
+        slots[i] = PyLong_AsVoidPtr(PyTuple_GET_ITEM(functions, i));
+        if (!slots[i]) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "null libzmq function");
+            goto fail;
+        }
+    }
+    r->control = (void *)(uintptr_t)control;
+    r->iopub = (void *)(uintptr_t)iopub;
+    Py_INCREF(lock);
+    r->iopub_lock = (SocketLock *)lock;
+    r->signed_ = key.len > 0;
+    if (r->signed_) hmac_key_init(&r->key, key.buf, (size_t)key.len);
+    if (copy_text(r->id_prefix, sizeof r->id_prefix, id_prefix, "id_prefix") < 0 ||
+        copy_text(r->session, sizeof r->session, session, "session") < 0 ||
+        copy_text(r->version, sizeof r->version, version, "version") < 0)
+        goto fail;
+    Py_INCREF(content);
+    r->content = content;
+    PyBuffer_Release(&key);
+    return (PyObject *)r;
+fail:
+    PyBuffer_Release(&key);
+    Py_DECREF(r);
+    return NULL;
+}
+
+static PyMethodDef Reader_methods[] = {
+    {"next", (PyCFunction)Reader_next, METH_VARARGS,
+     "next(timeout_ms, answer) -> (code, frames | errno | None); see the C source."},
+    {"last_answered", (PyCFunction)Reader_last_answered, METH_NOARGS,
+     "last_answered() -> (requests answered here, the frames of the last one or None)."},
+    {NULL, NULL, 0, NULL}};
+
+static PyTypeObject ReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "subshell_kernel.transport._native_control.Reader",
+    .tp_basicsize = sizeof(Reader),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The control socket's reader: answers kernel_info_request without the GIL.",
+    .tp_new = Reader_new,
+    .tp_dealloc = (destructor)Reader_dealloc,
+    .tp_methods = Reader_methods,
+};
+
+/* ---- the pure parts, for the unit tests ----------------------------------------- */
+
+/* hmac_sha256_hex(key, parts) -> bytes: what the Reader signs with */
+static PyObject *py_hmac_hex(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer key;
+    PyObject *parts;
+    if (!PyArg_ParseTuple(args, "y*O!", &key, &PyList_Type, &parts)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(parts);
+    if (n > 16) { PyBuffer_Release(&key); PyErr_SetString(PyExc_ValueError, "too many parts"); return NULL; }
+    const unsigned char *data[16];
+    size_t sizes[16];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *p = PyList_GET_ITEM(parts, i);
+        if (!PyBytes_Check(p)) { PyBuffer_Release(&key); PyErr_SetString(PyExc_TypeError, "parts must be bytes"); return NULL; }
+        data[i] = (const unsigned char *)PyBytes_AS_STRING(p);
+        sizes[i] = (size_t)PyBytes_GET_SIZE(p);
+    }
+    hmac_key k;
+    char out[64];
+    hmac_key_init(&k, key.buf, (size_t)key.len);
+    hmac_hex(&k, data, sizes, (int)n, out);
+    PyBuffer_Release(&key);
+    return PyBytes_FromStringAndSize(out, 64);
+}
+
+/* classify_header(header) -> 0 not sure, 1 kernel_info_request, 2 another type */
+static PyObject *py_classify_header(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer header;
+    if (!PyArg_ParseTuple(args, "y*", &header)) return NULL;
+    int kind = classify_header(header.buf, (size_t)header.len);
+    PyBuffer_Release(&header);
+    return PyLong_FromLong(kind);
+}
+
+static PyMethodDef module_methods[] = {
+    {"hmac_sha256_hex", py_hmac_hex, METH_VARARGS, "HMAC-SHA256 of the parts, lowercase hex."},
+    {"classify_header", py_classify_header, METH_VARARGS,
+     "0: leave it to Python, 1: a kernel_info_request header, 2: a header of another type."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_native_control",
+    "The control socket's reader in C (see native_control.py).", -1, module_methods};
+
+PyMODINIT_FUNC PyInit__native_control(void) {
+    if (PyType_Ready(&ReaderType) < 0 || PyType_Ready(&SocketLockType) < 0 ||
+        PyType_Ready(&ReplayHistoryType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    if (PyModule_AddObjectRef(m, "Reader", (PyObject *)&ReaderType) < 0 ||
+        PyModule_AddObjectRef(m, "SocketLock", (PyObject *)&SocketLockType) < 0 ||
+        PyModule_AddObjectRef(m, "ReplayHistory", (PyObject *)&ReplayHistoryType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
