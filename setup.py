@@ -10,8 +10,11 @@ setup(
     ext_modules=[
         Extension(
             "subshell_kernel.transport._native_control",
-            ["subshell_kernel/transport/_native_control.c"],
-            extra_compile_args=["-O2"],
+            [f"subshell_kernel/transport/_native_{name}.c"
+             for name in ("control", "hmac", "header", "lock", "history")],
+            depends=["subshell_kernel/transport/_native.h"],
+            # only PyInit__native_control is exported: the files share plain C names
+            extra_compile_args=["-O2", "-fvisibility=hidden"],
             optional=True,
         )
     ]

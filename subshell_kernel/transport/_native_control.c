@@ -27,17 +27,18 @@
  * core/protocol.py formats its own (the same field order and spacing); msg ids carry
  * their own "n" so they never collide with Python's.
  *
+ * The other files of the extension (setup.py): _native_hmac.c (SHA-256, HMAC),
+ * _native_header.c (the header check), _native_lock.c (SocketLock), _native_history.c
+ * (ReplayHistory); _native.h declares what they share.
+ *
  * libzmq is not linked: the functions are those of the libzmq that pyzmq loaded (their
  * addresses come from Python, native_control.py), so the sockets are pyzmq's own.
  * Only the control thread uses the control socket.
  */
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_native.h"
 
 #include <errno.h>
-#include <pthread.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,422 +69,6 @@ typedef struct {
 } zmq_api;
 
 #define ZMQ_API_COUNT 10
-
-/* ---- SHA-256 (FIPS 180-4) and HMAC (RFC 2104) ----------------------------------- */
-
-typedef struct {
-    uint32_t h[8];
-    uint64_t length;      /* bytes hashed so far */
-    unsigned char block[64];
-    size_t used;          /* bytes in block */
-} sha256;
-
-static const uint32_t K[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-    0xc67178f2};
-
-#define ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-static void sha256_compress(uint32_t h[8], const unsigned char *p) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
-               (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ROTR(w[i - 15], 7) ^ ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ROTR(w[i - 2], 17) ^ ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = hh + (ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25)) + ((e & f) ^ (~e & g)) +
-                      K[i] + w[i];
-        uint32_t t2 = (ROTR(a, 2) ^ ROTR(a, 13) ^ ROTR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        hh = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
-    }
-    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
-}
-
-static void sha256_init(sha256 *s) {
-    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    memcpy(s->h, h0, sizeof h0);
-    s->length = 0;
-    s->used = 0;
-}
-
-static void sha256_update(sha256 *s, const unsigned char *p, size_t n) {
-    s->length += n;
-    if (s->used) {
-        size_t take = 64 - s->used < n ? 64 - s->used : n;
-        memcpy(s->block + s->used, p, take);
-        s->used += take; p += take; n -= take;
-        if (s->used < 64) return;
-        sha256_compress(s->h, s->block);
-        s->used = 0;
-    }
-    for (; n >= 64; p += 64, n -= 64) sha256_compress(s->h, p);
-    memcpy(s->block, p, n);
-    s->used = n;
-}
-
-static void sha256_final(sha256 *s, unsigned char out[32]) {
-    uint64_t bits = s->length * 8;
-    unsigned char pad = 0x80, zero = 0, len[8];
-    sha256_update(s, &pad, 1);
-    while (s->used != 56) sha256_update(s, &zero, 1);
-    for (int i = 0; i < 8; i++) len[i] = (unsigned char)(bits >> (56 - 8 * i));
-    sha256_update(s, len, 8);
-    for (int i = 0; i < 8; i++) {
-        out[4 * i] = (unsigned char)(s->h[i] >> 24); out[4 * i + 1] = (unsigned char)(s->h[i] >> 16);
-        out[4 * i + 2] = (unsigned char)(s->h[i] >> 8); out[4 * i + 3] = (unsigned char)s->h[i];
-    }
-}
-
-/* the two hash states after the padded key: copied per message, as stamps.Signer does */
-typedef struct { sha256 inner, outer; } hmac_key;
-
-static void hmac_key_init(hmac_key *k, const unsigned char *key, size_t n) {
-    unsigned char block[64] = {0}, pad[64];
-    if (n > 64) {
-        sha256 s;
-        sha256_init(&s); sha256_update(&s, key, n); sha256_final(&s, block);
-    } else {
-        memcpy(block, key, n);
-    }
-    for (int i = 0; i < 64; i++) pad[i] = block[i] ^ 0x36;
-    sha256_init(&k->inner); sha256_update(&k->inner, pad, 64);
-    for (int i = 0; i < 64; i++) pad[i] = block[i] ^ 0x5c;
-    sha256_init(&k->outer); sha256_update(&k->outer, pad, 64);
-}
-
-/* lowercase hex of the HMAC of the n parts, into out[64] */
-static void hmac_hex(const hmac_key *k, const unsigned char *const *parts, const size_t *sizes,
-                     int n, char out[64]) {
-    unsigned char digest[32];
-    sha256 s = k->inner;
-    for (int i = 0; i < n; i++) sha256_update(&s, parts[i], sizes[i]);
-    sha256_final(&s, digest);
-    s = k->outer;
-    sha256_update(&s, digest, 32);
-    sha256_final(&s, digest);
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
-        out[2 * i] = hex[digest[i] >> 4];
-        out[2 * i + 1] = hex[digest[i] & 15];
-    }
-}
-
-/* ---- the header: a flat JSON object of ASCII strings ---------------------------- */
-
-enum { NOT_SURE = 0, KERNEL_INFO = 1, OTHER_TYPE = 2 };
-
-static int is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-static int is_hex(unsigned char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
-/* A JSON string at s[*i] (its opening quote): ASCII only.  Sets *start and *len to its
- * raw text between the quotes and *escaped if it holds an escape.  0 if not such a string. */
-static int scan_string(const unsigned char *s, size_t n, size_t *i, size_t *start,
-                       size_t *len, int *escaped) {
-    if (*i >= n || s[*i] != '"') return 0;
-    size_t j = *i + 1;
-    *start = j;
-    *escaped = 0;
-    while (j < n) {
-        unsigned char c = s[j];
-        if (c == '"') {
-            *len = j - *start;
-            *i = j + 1;
-            return 1;
-        }
-        if (c < 0x20 || c >= 0x80) return 0;
-        if (c == '\\') {
-            *escaped = 1;
-            if (j + 1 >= n) return 0;
-            unsigned char e = s[j + 1];
-            if (e == 'u') {
-                if (j + 5 >= n) return 0;
-                for (int k = 2; k < 6; k++)
-                    if (!is_hex(s[j + k])) return 0;
-                j += 6;
-                continue;
-            }
-            if (!strchr("\"\\/bfnrt", e) || e == 0) return 0;
-            j += 2;
-            continue;
-        }
-        j++;
-    }
-    return 0;
-}
-
-static int raw_equals(const unsigned char *s, size_t start, size_t len, const char *text) {
-    return len == strlen(text) && memcmp(s + start, text, len) == 0;
-}
-
-/* KERNEL_INFO, OTHER_TYPE (a header this code understands, of another type) or
- * NOT_SURE (leave it to Python, which parses any JSON). */
-static int classify_header(const unsigned char *s, size_t n) {
-    size_t i = 0, start, len, vstart, vlen;
-    int escaped, vescaped, msg_types = 0, msg_ids = 0, kernel_info = 0;
-    while (i < n && is_ws(s[i])) i++;
-    if (i >= n || s[i] != '{') return NOT_SURE;
-    i++;
-    while (1) {
-        while (i < n && is_ws(s[i])) i++;
-        if (!scan_string(s, n, &i, &start, &len, &escaped) || escaped) return NOT_SURE;
-        while (i < n && is_ws(s[i])) i++;
-        if (i >= n || s[i] != ':') return NOT_SURE;
-        i++;
-        while (i < n && is_ws(s[i])) i++;
-        if (!scan_string(s, n, &i, &vstart, &vlen, &vescaped)) return NOT_SURE;
-        if (raw_equals(s, start, len, "msg_type")) {
-            msg_types++;
-            if (vescaped) return NOT_SURE;
-            kernel_info = raw_equals(s, vstart, vlen, "kernel_info_request");
-        } else if (raw_equals(s, start, len, "msg_id")) {
-            msg_ids++;
-        } else if (raw_equals(s, start, len, "subshell_id")) {
-            return NOT_SURE;
-        }
-        while (i < n && is_ws(s[i])) i++;
-        if (i < n && s[i] == ',') { i++; continue; }
-        if (i < n && s[i] == '}') { i++; break; }
-        return NOT_SURE;
-    }
-    while (i < n && is_ws(s[i])) i++;
-    if (i != n || msg_types != 1 || msg_ids != 1) return NOT_SURE;
-    return kernel_info ? KERNEL_INFO : OTHER_TYPE;
-}
-
-/* ---- SocketLock: a lock that Python threads and the C reader share ----------------- */
-
-/* A threading.Lock for ``with``, whose mutex C code takes without the GIL.  ``closed``
- * is set (under the lock) when the socket it guards is closed. */
-typedef struct {
-    PyObject_HEAD
-    pthread_mutex_t mutex;
-    int closed;
-} SocketLock;
-
-static PyObject *SocketLock_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    (void)args; (void)kwargs;
-    SocketLock *l = (SocketLock *)type->tp_alloc(type, 0);
-    if (l) pthread_mutex_init(&l->mutex, NULL);
-    return (PyObject *)l;
-}
-
-static void SocketLock_dealloc(SocketLock *l) {
-    pthread_mutex_destroy(&l->mutex);
-    Py_TYPE(l)->tp_free((PyObject *)l);
-}
-
-static PyObject *SocketLock_enter(SocketLock *l, PyObject *unused) {
-    (void)unused;
-    if (pthread_mutex_trylock(&l->mutex) != 0) {
-        Py_BEGIN_ALLOW_THREADS  /* the holder may need the GIL to let go */
-        pthread_mutex_lock(&l->mutex);
-        Py_END_ALLOW_THREADS
-    }
-    Py_RETURN_TRUE;
-}
-
-static PyObject *SocketLock_exit(SocketLock *l, PyObject *args) {
-    (void)args;
-    pthread_mutex_unlock(&l->mutex);
-    Py_RETURN_FALSE;
-}
-
-static PyObject *SocketLock_get_closed(SocketLock *l, void *closure) {
-    (void)closure;
-    return PyBool_FromLong(l->closed);
-}
-
-static int SocketLock_set_closed(SocketLock *l, PyObject *value, void *closure) {
-    (void)closure;
-    if (!value) { PyErr_SetString(PyExc_TypeError, "cannot delete closed"); return -1; }
-    int truth = PyObject_IsTrue(value);
-    if (truth < 0) return -1;
-    l->closed = truth;
-    return 0;
-}
-
-static PyMethodDef SocketLock_methods[] = {
-    {"__enter__", (PyCFunction)SocketLock_enter, METH_NOARGS, "Take the lock."},
-    {"__exit__", (PyCFunction)SocketLock_exit, METH_VARARGS, "Let the lock go."},
-    {"acquire", (PyCFunction)SocketLock_enter, METH_NOARGS, "Take the lock."},
-    {"release", (PyCFunction)SocketLock_exit, METH_VARARGS, "Let the lock go."},
-    {NULL, NULL, 0, NULL}};
-
-static PyGetSetDef SocketLock_getset[] = {
-    {"closed", (getter)SocketLock_get_closed, (setter)SocketLock_set_closed,
-     "Whether the guarded socket is closed (set under the lock).", NULL},
-    {NULL, NULL, NULL, NULL, NULL}};
-
-static PyTypeObject SocketLockType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "subshell_kernel.transport._native_control.SocketLock",
-    .tp_basicsize = sizeof(SocketLock),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "The lock of a socket that Python threads and the C control reader share.",
-    .tp_new = SocketLock_new,
-    .tp_dealloc = (destructor)SocketLock_dealloc,
-    .tp_methods = SocketLock_methods,
-    .tp_getset = SocketLock_getset,
-};
-
-/* ---- ReplayHistory: the signatures accepted so far, on every channel --------------- */
-
-/* The kernel's one replay history (core/protocol.py's Codec uses it where the C part is
- * built, as the C reader does): the last HISTORY_SIZE HMAC-SHA256 signatures accepted,
- * on any channel, as Python's own history keeps.  Each is kept as the 32 bytes its hex
- * spells, in a ring in arrival order (its pages are touched in turn, so memory grows
- * with use: 32 bytes a message up to 2 MiB), and found through an index, a hash table
- * with linear probing of ring positions (512 KiB).  Python's OrderedDict of the same
- * signatures holds about 13 MiB when full. */
-#define HISTORY_SIZE 65536
-#define HISTORY_SLOTS (2 * HISTORY_SIZE)  /* a power of two: the index is at most half full */
-#define SLOT_MASK (HISTORY_SLOTS - 1)
-
-typedef struct {
-    PyObject_HEAD
-    pthread_mutex_t mutex;
-    unsigned char (*ring)[32];  /* HISTORY_SIZE signatures, oldest at ``next`` once full */
-    uint32_t *index;            /* HISTORY_SLOTS entries: ring position + 1, or 0: empty */
-    uint32_t next;
-    uint32_t count;
-} ReplayHistory;
-
-static int unhex(const unsigned char *hex, unsigned char out[32]) {
-    for (int i = 0; i < 32; i++) {
-        int v = 0;
-        for (int k = 0; k < 2; k++) {
-            unsigned char c = hex[2 * i + k];
-            v <<= 4;
-            if (c >= '0' && c <= '9') v |= c - '0';
-            else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
-            else return 0;
-        }
-        out[i] = (unsigned char)v;
-    }
-    return 1;
-}
-
-static uint32_t home_slot(const unsigned char d[32]) {
-    uint32_t h;
-    memcpy(&h, d, 4);  /* an HMAC: its bytes are as good as a hash */
-    return h & SLOT_MASK;
-}
-
-/* the index slot that holds d, or the empty slot where it goes */
-static uint32_t find_slot(const ReplayHistory *h, const unsigned char d[32]) {
-    for (uint32_t i = home_slot(d);; i = (i + 1) & SLOT_MASK) {
-        uint32_t e = h->index[i];
-        if (e == 0 || memcmp(h->ring[e - 1], d, 32) == 0) return i;
-    }
-}
-
-/* empty index slot i, moving back the entries after it that probing would no longer
- * find (linear probing's deletion, with no tombstones) */
-static void empty_slot(ReplayHistory *h, uint32_t i) {
-    for (;;) {
-        h->index[i] = 0;
-        uint32_t j = i;
-        for (;;) {
-            j = (j + 1) & SLOT_MASK;
-            uint32_t e = h->index[j];
-            if (e == 0) return;
-            uint32_t k = home_slot(h->ring[e - 1]);
-            /* the entry at j stays if its home slot k lies cyclically in (i, j] */
-            int stays = i < j ? (i < k && k <= j) : (i < k || k <= j);
-            if (!stays) {
-                h->index[i] = e;
-                i = j;
-                break;
-            }
-        }
-    }
-}
-
-/* 1 if the 64-hex signature was new (it is remembered now), 0 if seen before, -1 if it
- * is not 64 lowercase hex digits (nothing that passed verification).  GIL not needed. */
-static int history_add(ReplayHistory *h, const unsigned char *signature, size_t size) {
-    unsigned char d[32];
-    if (size != 64 || !unhex(signature, d)) return -1;
-    int added = 0;
-    pthread_mutex_lock(&h->mutex);
-    uint32_t slot = find_slot(h, d);
-    if (h->index[slot] == 0) {
-        if (h->count == HISTORY_SIZE) {  /* forget the oldest, which ``next`` holds */
-            empty_slot(h, find_slot(h, h->ring[h->next]));
-            h->count--;
-            slot = find_slot(h, d);
-        }
-        memcpy(h->ring[h->next], d, 32);
-        h->index[slot] = h->next + 1;
-        h->next = (h->next + 1) % HISTORY_SIZE;
-        h->count++;
-        added = 1;
-    }
-    pthread_mutex_unlock(&h->mutex);
-    return added;
-}
-
-static PyObject *ReplayHistory_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    (void)args; (void)kwargs;
-    ReplayHistory *h = (ReplayHistory *)type->tp_alloc(type, 0);
-    if (!h) return NULL;
-    pthread_mutex_init(&h->mutex, NULL);
-    /* calloc: the pages stay the OS's zero pages until signatures land in them */
-    h->ring = PyMem_RawCalloc(HISTORY_SIZE, 32);
-    h->index = PyMem_RawCalloc(HISTORY_SLOTS, sizeof(uint32_t));
-    if (!h->ring || !h->index) { Py_DECREF(h); return PyErr_NoMemory(); }
-    return (PyObject *)h;
-}
-
-static void ReplayHistory_dealloc(ReplayHistory *h) {
-    PyMem_RawFree(h->ring);
-    PyMem_RawFree(h->index);
-    pthread_mutex_destroy(&h->mutex);
-    Py_TYPE(h)->tp_free((PyObject *)h);
-}
-
-static PyObject *ReplayHistory_add(ReplayHistory *h, PyObject *arg) {
-    if (!PyBytes_Check(arg)) { PyErr_SetString(PyExc_TypeError, "a signature is bytes"); return NULL; }
-    int added = history_add(h, (const unsigned char *)PyBytes_AS_STRING(arg),
-                            (size_t)PyBytes_GET_SIZE(arg));
-    if (added < 0) {
-        PyErr_SetString(PyExc_ValueError, "not an HMAC-SHA256 signature (64 hex digits)");
-        return NULL;
-    }
-    return PyBool_FromLong(added);
-}
-
-static PyMethodDef ReplayHistory_methods[] = {
-    {"add", (PyCFunction)ReplayHistory_add, METH_O,
-     "add(signature) -> True if it was new (and is remembered now), False if seen before."},
-    {NULL, NULL, 0, NULL}};
-
-static PyTypeObject ReplayHistoryType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "subshell_kernel.transport._native_control.ReplayHistory",
-    .tp_basicsize = sizeof(ReplayHistory),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "The signatures accepted so far, shared by Python and the C control reader.",
-    .tp_new = ReplayHistory_new,
-    .tp_dealloc = (destructor)ReplayHistory_dealloc,
-    .tp_methods = ReplayHistory_methods,
-};
 
 /* ---- the Reader ------------------------------------------------------------------ */
 
@@ -553,7 +138,7 @@ static int send_message(Reader *r, void *socket, const unsigned char *const *pre
     const unsigned char *parts[4] = {(const unsigned char *)header, parent,
                                      (const unsigned char *)metadata, content};
     size_t sizes[4] = {(size_t)header_size, parent_size, strlen(metadata), content_size};
-    if (r->signed_) hmac_hex(&r->key, parts, sizes, 4, signature);
+    if (r->signed_) skn_hmac_hex(&r->key, parts, sizes, 4, signature);
 
     enum { MAX_FRAMES = 64 };
     const unsigned char *frames[MAX_FRAMES];
@@ -628,15 +213,15 @@ static int try_answer(Reader *r, zmq_msg_t *msgs, int count) {
     const size_t *part_size = size + delim + 1;
     for (int i = 2; i <= 4; i++)  /* parent, metadata, content */
         if (part_size[i] != 2 || memcmp(part[i], "{}", 2) != 0) return NOT_OURS;
-    if (classify_header(part[1], part_size[1]) != KERNEL_INFO) return NOT_OURS;
+    if (skn_classify_header(part[1], part_size[1]) != KERNEL_INFO) return NOT_OURS;
     if (r->signed_) {
         char expected[64];
         unsigned char diff = 0;
         if (part_size[0] != 64) return NOT_OURS;
-        hmac_hex(&r->key, part + 1, part_size + 1, 4, expected);
+        skn_hmac_hex(&r->key, part + 1, part_size + 1, 4, expected);
         for (int i = 0; i < 64; i++) diff |= (unsigned char)expected[i] ^ part[0][i];
         if (diff) return NOT_OURS;  /* Python says why */
-        if (history_add(r->history, part[0], 64) != 1) return REPLAYED;
+        if (skn_history_add(r->history, part[0], 64) != 1) return REPLAYED;
     }
     remember_last(r, data, size, count);
     const unsigned char *header = part[1];
@@ -834,7 +419,7 @@ static PyObject *Reader_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     Py_INCREF(lock);
     r->iopub_lock = (SocketLock *)lock;
     r->signed_ = key.len > 0;
-    if (r->signed_) hmac_key_init(&r->key, key.buf, (size_t)key.len);
+    if (r->signed_) skn_hmac_key_init(&r->key, key.buf, (size_t)key.len);
     if (copy_text(r->id_prefix, sizeof r->id_prefix, id_prefix, "id_prefix") < 0 ||
         copy_text(r->session, sizeof r->session, session, "session") < 0 ||
         copy_text(r->version, sizeof r->version, version, "version") < 0)
@@ -887,8 +472,8 @@ static PyObject *py_hmac_hex(PyObject *self, PyObject *args) {
     }
     hmac_key k;
     char out[64];
-    hmac_key_init(&k, key.buf, (size_t)key.len);
-    hmac_hex(&k, data, sizes, (int)n, out);
+    skn_hmac_key_init(&k, key.buf, (size_t)key.len);
+    skn_hmac_hex(&k, data, sizes, (int)n, out);
     PyBuffer_Release(&key);
     return PyBytes_FromStringAndSize(out, 64);
 }
@@ -898,7 +483,7 @@ static PyObject *py_classify_header(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer header;
     if (!PyArg_ParseTuple(args, "y*", &header)) return NULL;
-    int kind = classify_header(header.buf, (size_t)header.len);
+    int kind = skn_classify_header(header.buf, (size_t)header.len);
     PyBuffer_Release(&header);
     return PyLong_FromLong(kind);
 }
@@ -927,3 +512,4 @@ PyMODINIT_FUNC PyInit__native_control(void) {
     }
     return m;
 }
+
