@@ -217,7 +217,10 @@ class Kernel:
         env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
         self._log = open(self.log_path, "ab")
         start = time.perf_counter()
-        self.km.start_kernel(env=env, stdout=self._log, stderr=self._log)
+        # cwd: not the checkout, whose directory ``python -m`` would put first on
+        # sys.path, so a tree named after "subshell@" would run this checkout's code
+        self.km.start_kernel(env=env, stdout=self._log, stderr=self._log,
+                             cwd=str(self.workdir))
         self._connect()
         reply = self._first_kernel_info(timeout)
         elapsed = time.perf_counter() - start
