@@ -4,9 +4,9 @@ A control request answered in Python waits for the GIL.  While the parent runs
 CPU-bound code the control thread gets it once per switch interval, and loses
 it again at each zmq call: a ``kernel_info`` round trip took 1.37 ms then
 (0.53 ms in C; 0.38 ms for ipymini, whose control thread is Rust and
-publishes no statuses for control requests).  While a C
-call holds the GIL (a long regex, a C extension's loop) a Python control
-thread does not answer at all.  ``_native_control.c`` is the control thread's
+publishes no statuses for control requests).  While a C call holds the GIL
+(a long regex, a C extension's loop) a Python control thread does not
+answer at all.  ``_native_control.c`` is the control thread's
 reader: it waits for the next message with the GIL released and answers a
 ``kernel_info_request`` there (status busy, reply, status idle: the
 lifecycle of ``core/lifecycle.py`` for the one request whose reply never
@@ -37,7 +37,6 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
-from zmq.backend.cython import _zmq
 
 try:
     from . import _native_control
@@ -97,7 +96,12 @@ def _libzmq_functions() -> tuple[int, ...] | None:
                     candidates.append(path)
     except OSError:
         return None
-    candidates.append(_zmq.__file__)  # libzmq built into pyzmq's own module
+    try:  # libzmq built into pyzmq's own module (not there on pyzmq's cffi backend)
+        from zmq.backend.cython import _zmq
+    except ImportError:
+        pass
+    else:
+        candidates.append(_zmq.__file__)
     for path in candidates:
         try:
             lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
