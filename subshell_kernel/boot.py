@@ -83,9 +83,9 @@ class Boot:
         scheme = connection.get("signature_scheme", "hmac-sha256")
         # the C control reader, where it can be used: then the replay history is the one
         # it shares with Python, and it publishes on iopub under the lock Python takes
-        native = native_control.usable(key, scheme) if settings.native_control else None
-        history = None if native is None else native_control.replay_history()
-        iopub_lock = None if native is None else native_control.socket_lock()
+        zmq_functions = native_control.usable(key, scheme) if settings.native_control else None
+        history = None if zmq_functions is None else native_control.replay_history()
+        iopub_lock = None if zmq_functions is None else native_control.socket_lock()
         self.codec = Codec(key, scheme, history=history)
         shell_sock, stdin_sock = self._bind(zmq.ROUTER, "shell"), self._bind(zmq.ROUTER, "stdin")
         control_sock, hb_sock = self._bind(zmq.ROUTER, "control"), self._bind(zmq.ROUTER, "hb")
@@ -106,10 +106,11 @@ class Boot:
         self.outbox = Outbox(channels.status, channels.reply, self.flush_output)
         self.router = Router(shell, stdin, self.wake, self.codec.fork(), self.outbox,
                              early={"kernel_info_request": self.early_kernel_info})
-        if native is not None:
+        native = None
+        if zmq_functions is not None:
             # packed once: kernel_info is the same for the kernel's whole life
             native = native_control.reader(
-                native, control_sock, iopub_sock, iopub_lock, history,
+                zmq_functions, control_sock, iopub_sock, iopub_lock, history,
                 iopub.subscriptions_waiting, key, self.codec.session_id,
                 self.codec.id_prefix, PROTOCOL_VERSION, pack(self.kernel_info()))
         self.control = Control(control_sock, self.codec.fork(),

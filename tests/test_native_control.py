@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import json
 import queue
+import secrets
 import time
 from hashlib import sha256
 
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from subshell_kernel.core.protocol import ReplayHistory
 from subshell_kernel.transport import native_control
 
 from .harness import KernelHarness, skip_unless_strict
@@ -33,6 +35,10 @@ from subshell_kernel.transport import _native_control as c  # noqa: E402
 PYTHON_READER = ["--SubshellKernel.native_control=False"]
 #: a cell that holds the GIL for 3 s in C (``ctypes.PyDLL`` calls keep the GIL)
 HOLD_GIL = "import ctypes; ctypes.PyDLL(None).usleep(3_000_000)"
+#: until the control socket's first quiet moment (``Control.QUIET_MS``) and the warm-up
+#: that follows it, the control thread returns to Python between messages; from then on
+#: it waits in the C reader for good
+SETTLE = 1.0
 
 
 # -- the pure parts ----------------------------------------------------------------------
@@ -88,10 +94,6 @@ def test_headers_it_is_not_sure_of_go_to_python(raw):
 
 
 def test_the_replay_history_keeps_the_last_65536_signatures_like_pythons():
-    import secrets
-
-    from subshell_kernel.core.protocol import ReplayHistory
-
     size = ReplayHistory.SIZE
     signatures = [secrets.token_hex(32).encode() for _ in range(size + 5000)]
     for history in (c.ReplayHistory(), ReplayHistory()):
@@ -163,6 +165,7 @@ def test_the_reply_and_statuses_are_those_of_the_python_reader(native):
 
 def test_kernel_info_is_answered_while_a_c_call_holds_the_gil(native):
     native.run("pass")
+    time.sleep(SETTLE)
     cell = native.execute(HOLD_GIL)
     time.sleep(0.5)  # the cell holds the GIL now
     msg = native.session.msg("kernel_info_request", {})
@@ -181,6 +184,7 @@ def test_the_python_reader_waits_for_the_gil():
     k = KernelHarness("subshell", extra_arguments=PYTHON_READER)
     try:
         k.run("pass")
+        time.sleep(SETTLE)
         cell = k.execute(HOLD_GIL)
         time.sleep(0.5)
         msg = k.session.msg("kernel_info_request", {})

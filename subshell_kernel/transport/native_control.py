@@ -23,6 +23,12 @@ it is missing (no compiler), or where this module cannot find the libzmq
 that pyzmq loaded, or with a signature scheme other than ``hmac-sha256``,
 ``usable`` returns None and control reads in Python only.
 
+Until the control socket's first quiet moment after the open
+(``Control.QUIET_MS``) and the warm-up that follows it, the control thread
+comes back to Python between messages (to notice that moment); from then on
+it waits in C for good.  So in a kernel's first second a cell that holds the
+GIL can still delay a control reply.
+
 Where it is used, the kernel's replay history is the C part's
 (``ReplayHistory``): ``Codec`` and the C reader add to the same one, so a
 message captured on one channel is refused on every other, whoever reads it.
