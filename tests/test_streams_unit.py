@@ -173,6 +173,25 @@ def test_stdout_to_stderr_switch_emits_in_order(iopub, router, streams):
     assert iopub.flush_soon_calls == 1  # one buffer for the request, however often it switched
 
 
+def test_fd_output_never_splits_a_line_python_is_writing(iopub, router, streams):
+    """The pipe is read after the fact, so fd text can arrive between the pieces of
+    one print (its text, then its newline): it goes in before that line."""
+    out, _ = streams
+    a = parent("A")
+    router.fd_parent = a
+    with current(a):
+        out.write("done\nand so")
+        router.write_fd_output("stdout", "from C\n")
+        out.write(" does print")
+        router.write_fd_output("stdout", "a subprocess\n")
+        out.write("\n")
+        router.write_fd_output("stdout", "after the line, ")  # no line open: appended
+        router.write_fd_output("stdout", "in order\n")
+    router.flush(a)
+    assert iopub.published == [
+        ("stdout", "done\nfrom C\na subprocess\nand so does print\nafter the line, in order\n", a)]
+
+
 def test_switch_under_one_parent_does_not_flush_another(iopub, router, streams):
     out, err = streams
     a, b = parent("A"), parent("B")

@@ -20,6 +20,9 @@ Invariants:
   grows past ``max_buffer`` bytes of UTF-8, or on ``flush``.
 - ``publish`` is how every other message of a request leaves: its buffered
   text first, then the message.
+- Text read from fd 1 or 2 never splits a line that Python code is writing:
+  it is read from the pipe some time after it was written, so it can arrive
+  between the pieces of one ``print``; it goes in before that unfinished line.
 - ``fileno()`` is a copy of fd 1 or 2 (``hooks`` makes it): with fd capture on,
   of the pipe the iopub thread reads, so what is written there (``faulthandler``,
   ``subprocess.run(stdout=sys.stdout)``) reaches the frontend as fd output does;
@@ -45,13 +48,20 @@ Publish = Callable[..., None]  # (msg_type, content, parent, metadata=None, buff
 
 
 class _Pending:
-    __slots__ = ("chunks", "name", "parent", "size")
+    __slots__ = ("chunks", "line_open", "name", "parent", "size")
 
     def __init__(self, parent: dict[str, Any] | None, name: str):
         self.parent = parent
         self.name = name
         self.chunks: list[str] = []
         self.size = 0
+        #: the buffer ends in a line Python code is still writing (no newline yet)
+        self.line_open = False
+
+    def insert_before_open_line(self, text: str) -> None:
+        joined = "".join(self.chunks)
+        start = joined.rfind("\n") + 1
+        self.chunks = [piece for piece in (joined[:start], text, joined[start:]) if piece]
 
 
 class StreamRouter:
@@ -73,13 +83,18 @@ class StreamRouter:
 
     def write_fd_output(self, name: str, text: str) -> None:
         """What C code or a subprocess wrote to fd 1 (``stdout``) or fd 2 (``stderr``)."""
-        self.write_for(self.fd_parent, name, text)
+        self.write_for(self.fd_parent, name, text, from_fd=True)
 
     def write(self, name: str, text: str) -> None:
         self.write_for(get_parent(), name, text)
 
-    def write_for(self, parent: dict[str, Any] | None, name: str, text: str) -> None:
-        """Buffer ``text`` as output of request ``parent`` (None: no request)."""
+    def write_for(self, parent: dict[str, Any] | None, name: str, text: str,
+                  from_fd: bool = False) -> None:
+        """Buffer ``text`` as output of request ``parent`` (None: no request).
+
+        ``from_fd``: the text was read from fd 1 or 2, so it goes in before the
+        line Python code is writing, if any (see the module's invariants).
+        """
         if parent is None:
             key = ""
         elif is_muted(parent):
@@ -94,7 +109,13 @@ class StreamRouter:
             elif pending.name != name:
                 self._emit(pending)
                 pending.name = name
-            pending.chunks.append(text)
+            if not from_fd:
+                pending.chunks.append(text)
+                pending.line_open = not text.endswith("\n")
+            elif pending.line_open:
+                pending.insert_before_open_line(text)
+            else:
+                pending.chunks.append(text)
             # bytes, as iopub's budget counts them (isascii: no encoding on the hot path)
             pending.size += len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
             if pending.size > self.max_buffer:
@@ -127,6 +148,7 @@ class StreamRouter:
         big = pending.size > self.max_buffer
         pending.chunks = []
         pending.size = 0
+        pending.line_open = False
         if not big:
             self._publish("stream", {"name": pending.name, "text": text}, pending.parent)
             return
