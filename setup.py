@@ -1,4 +1,5 @@
-"""The one compiled part: the control socket's reader in C (transport/native_control.py).
+"""The one compiled part: the control socket's reader in C, and whole zmq messages sent
+and received in one call (transport/native_control.py).
 
 Optional: where it does not compile (no C compiler, no Python headers), the
 kernel installs without it and reads control in Python.
@@ -11,7 +12,7 @@ setup(
         Extension(
             "subshell_kernel.transport._native_control",
             [f"subshell_kernel/transport/_native_{name}.c"
-             for name in ("control", "hmac", "header", "lock", "history")],
+             for name in ("control", "hmac", "header", "lock", "history", "frames")],
             depends=["subshell_kernel/transport/_native.h"],
             # only PyInit__native_control is exported: the files share plain C names
             extra_compile_args=["-O2", "-fvisibility=hidden"],

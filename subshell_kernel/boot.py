@@ -81,9 +81,11 @@ class Boot:
         key = connection.get("key", "")
         key = key.encode() if isinstance(key, str) else key
         scheme = connection.get("signature_scheme", "hmac-sha256")
-        # the C control reader, where it can be used: then the replay history is the one
-        # it shares with Python, and it publishes on iopub under the lock Python takes
-        zmq_functions = native_control.usable(key, scheme) if settings.native_control else None
+        # the C part, where it can be used: whole messages in one call on shell, stdin
+        # and iopub; and the C control reader, whose replay history is the one it
+        # shares with Python, and which publishes on iopub under the lock Python takes
+        libzmq = native_control.libzmq_functions() if settings.native_control else None
+        zmq_functions = native_control.usable(key, scheme) if libzmq is not None else None
         history = None if zmq_functions is None else native_control.replay_history()
         iopub_lock = None if zmq_functions is None else native_control.socket_lock()
         self.codec = Codec(key, scheme, history=history)
@@ -96,12 +98,15 @@ class Boot:
             log.warning("wrote connection file %s", write_connection_to)
         self.ports = {f"{name}_port": connection[f"{name}_port"] for name in SOCKET_NAMES}
 
+        def frames(socket: zmq.Socket):
+            return None if libzmq is None else native_control.frames(libzmq, socket)
+
         self.iopub = iopub = IOPub(iopub_sock, self.codec.fork(), settings.backend,
-                                   settings.flush_interval, iopub_lock)
+                                   settings.flush_interval, iopub_lock, frames(iopub_sock))
         self.streams = streams = StreamRouter(iopub.publish, iopub.flush_soon)
         self.wake = sockets.WakePipe()
-        shell = sockets.SharedSocket(shell_sock, on_input=self.wake.wake)
-        stdin = sockets.SharedSocket(stdin_sock, on_input=self.wake.wake)
+        shell = sockets.SharedSocket(shell_sock, self.wake.wake, frames=frames(shell_sock))
+        stdin = sockets.SharedSocket(stdin_sock, self.wake.wake, frames=frames(stdin_sock))
         self.channels = channels = Channels(self.codec, shell, stdin, iopub)
         self.outbox = Outbox(channels.status, channels.reply, self.flush_output)
         self.router = Router(shell, stdin, self.wake, self.codec.fork(), self.outbox,

@@ -30,10 +30,12 @@ class SubshellKernel(LoggingConfigurable):
     )
     native_control = Bool(
         True, config=True,
-        help="Read the control socket in C where the C part is built: kernel_info is then "
-        "answered without the GIL (0.53 against 1.37 ms while the parent runs a CPU loop; "
-        "within 2 ms, rather than once it returns, while a C call holds the GIL); every "
-        "other control request is handled in Python either way.",
+        help="Use the C part where it is built.  The control socket is read in C: "
+        "kernel_info is then answered without the GIL (0.53 against 1.37 ms while the parent "
+        "runs a CPU loop; within 2 ms, rather than once it returns, while a C call holds the "
+        "GIL); every other control request is handled in Python either way.  Shell, stdin and "
+        "iopub send and receive a whole message in one C call (a `pass` request: 87 against "
+        "110 us in sends, 13% less CPU on the main thread).",
     )
     ip = Unicode("127.0.0.1", config=True, help="Address to bind when not in the connection file.")
     switch_interval = Float(

@@ -7,9 +7,43 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <errno.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* ---- _native_frames.c: libzmq (as declared in zmq.h 4.x), and whole messages ------ */
+
+/* libzmq is not linked: these are the functions of the libzmq that pyzmq loaded, their
+ * addresses found by native_control.py, so every socket stays pyzmq's own. */
+typedef struct { unsigned char _[64]; } __attribute__((aligned(sizeof(void *)))) zmq_msg_t;
+typedef struct { void *socket; int fd; short events; short revents; } zmq_pollitem_t;
+
+#define ZMQ_DONTWAIT 1
+#define ZMQ_SNDMORE 2
+#define ZMQ_POLLIN 1
+#define ZMQ_EVENTS 15
+#define ZMQ_ETERM (156384712 + 53) /* ZMQ_HAUSNUMERO + 53 */
+
+/* in the order of native_control.ZMQ_FUNCTIONS */
+typedef struct {
+    int (*poll)(zmq_pollitem_t *, int, long);
+    int (*msg_init)(zmq_msg_t *);
+    int (*msg_recv)(zmq_msg_t *, void *, int);
+    void *(*msg_data)(zmq_msg_t *);
+    size_t (*msg_size)(const zmq_msg_t *);
+    int (*msg_more)(const zmq_msg_t *);
+    int (*msg_close)(zmq_msg_t *);
+    int (*send)(void *, const void *, size_t, int);
+    int (*getsockopt)(void *, int, void *, size_t *);
+    int (*errno_)(void);
+} zmq_api;
+
+/* Fill api from a tuple of the functions' addresses (ints); -1 with an exception set. */
+int skn_zmq_api_load(zmq_api *api, PyObject *functions);
+
+/* Frames: a whole multipart message sent or received in one C call (see the file). */
+extern PyTypeObject FramesType;
 
 /* ---- _native_hmac.c: SHA-256 (FIPS 180-4) and HMAC (RFC 2104) ---------------------- */
 

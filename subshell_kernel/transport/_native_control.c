@@ -29,7 +29,8 @@
  *
  * The other files of the extension (setup.py): _native_hmac.c (SHA-256, HMAC),
  * _native_header.c (the header check), _native_lock.c (SocketLock), _native_history.c
- * (ReplayHistory); _native.h declares what they share.
+ * (ReplayHistory), _native_frames.c (the libzmq functions, and Frames: whole messages
+ * in one call, for the kernel's other sockets); _native.h declares what they share.
  *
  * libzmq is not linked: the functions are those of the libzmq that pyzmq loaded (their
  * addresses come from Python, native_control.py), so the sockets are pyzmq's own.
@@ -43,32 +44,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* ---- libzmq, as declared in zmq.h (4.x) ---------------------------------------- */
-
-typedef struct { unsigned char _[64]; } __attribute__((aligned(sizeof(void *)))) zmq_msg_t;
-typedef struct { void *socket; int fd; short events; short revents; } zmq_pollitem_t;
-
-#define ZMQ_DONTWAIT 1
-#define ZMQ_SNDMORE 2
-#define ZMQ_POLLIN 1
-#define ZMQ_EVENTS 15
-#define ZMQ_ETERM (156384712 + 53) /* ZMQ_HAUSNUMERO + 53 */
-
-typedef struct {
-    int (*poll)(zmq_pollitem_t *, int, long);
-    int (*msg_init)(zmq_msg_t *);
-    int (*msg_recv)(zmq_msg_t *, void *, int);
-    void *(*msg_data)(zmq_msg_t *);
-    size_t (*msg_size)(const zmq_msg_t *);
-    int (*msg_more)(const zmq_msg_t *);
-    int (*msg_close)(zmq_msg_t *);
-    int (*send)(void *, const void *, size_t, int);
-    int (*getsockopt)(void *, int, void *, size_t *);
-    int (*errno_)(void);
-} zmq_api;
-
-#define ZMQ_API_COUNT 10
 
 /* ---- the Reader ------------------------------------------------------------------ */
 
@@ -402,18 +377,7 @@ static PyObject *Reader_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     pthread_mutex_init(&r->last_mutex, NULL);
     Py_INCREF(history);
     r->history = (ReplayHistory *)history;
-    if (PyTuple_GET_SIZE(functions) != ZMQ_API_COUNT) {
-        PyErr_SetString(PyExc_ValueError, "wrong number of libzmq functions");
-        goto fail;
-    }
-    void **slots = (void **)&r->zmq;
-    for (int i = 0; i < ZMQ_API_COUNT; i++) {
-        slots[i] = PyLong_AsVoidPtr(PyTuple_GET_ITEM(functions, i));
-        if (!slots[i]) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "null libzmq function");
-            goto fail;
-        }
-    }
+    if (skn_zmq_api_load(&r->zmq, functions) < 0) goto fail;
     r->control = (void *)(uintptr_t)control;
     r->iopub = (void *)(uintptr_t)iopub;
     Py_INCREF(lock);
@@ -500,13 +464,14 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__native_control(void) {
     if (PyType_Ready(&ReaderType) < 0 || PyType_Ready(&SocketLockType) < 0 ||
-        PyType_Ready(&ReplayHistoryType) < 0)
+        PyType_Ready(&ReplayHistoryType) < 0 || PyType_Ready(&FramesType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "Reader", (PyObject *)&ReaderType) < 0 ||
         PyModule_AddObjectRef(m, "SocketLock", (PyObject *)&SocketLockType) < 0 ||
-        PyModule_AddObjectRef(m, "ReplayHistory", (PyObject *)&ReplayHistoryType) < 0) {
+        PyModule_AddObjectRef(m, "ReplayHistory", (PyObject *)&ReplayHistoryType) < 0 ||
+        PyModule_AddObjectRef(m, "Frames", (PyObject *)&FramesType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -89,10 +89,12 @@ class IOPub:
         return max(1, subscriber_budget // MAX_STREAM_BYTES)
 
     def __init__(self, socket: zmq.Socket, codec: Codec, backend: str, flush_interval: float,
-                 lock: Any = None):
+                 lock: Any = None, frames: Any = None):
         socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription, not only the first
-        #: ``lock``: the socket's lock, when C code publishes too (``native_control``)
-        self._socket = SharedSocket(socket, on_input=self.subscriptions_waiting, lock=lock)
+        #: ``lock``: the socket's lock, when C code publishes too (``native_control``);
+        #: ``frames``: its whole messages in one C call (``SharedSocket``)
+        self._socket = SharedSocket(socket, on_input=self.subscriptions_waiting, lock=lock,
+                                    frames=frames)
         self._zmq_fd = socket.FD
         self.codec = codec
         self.backend = backend

@@ -32,6 +32,11 @@ GIL can still delay a control reply.
 Where it is used, the kernel's replay history is the C part's
 (``ReplayHistory``): ``Codec`` and the C reader add to the same one, so a
 message captured on one channel is refused on every other, whoever reads it.
+
+The kernel's other sockets (shell, stdin, iopub) send and receive whole
+messages through the C part too (``frames``, used by ``sockets.SharedSocket``):
+one call a message instead of one a frame, with the GIL held, since no send
+or receive of theirs waits (``_native_frames.c`` says why and what it saved).
 """
 
 from __future__ import annotations
@@ -65,12 +70,41 @@ def compiled() -> bool:
 
 def usable(key: bytes, signature_scheme: str) -> tuple[int, ...] | None:
     """The libzmq functions for ``reader``, or None where the C reader cannot be used."""
-    if _native_control is None or (key and signature_scheme != "hmac-sha256"):
+    if key and signature_scheme != "hmac-sha256":
         return None
-    functions = _libzmq_functions()
-    if functions is None:
-        log.info("libzmq's functions not found: control is read in Python")
-    return functions
+    return libzmq_functions()
+
+
+def libzmq_functions() -> tuple[int, ...] | None:
+    """The libzmq functions for ``reader`` and ``frames``, or None where the C part is
+    not built or pyzmq's libzmq is not found."""
+    global _functions
+    if _native_control is None:
+        return None
+    if _functions is False:
+        _functions = _libzmq_functions()
+        if _functions is None:
+            log.info("libzmq's functions not found: zmq is used through pyzmq only")
+    return _functions
+
+
+_functions: tuple[int, ...] | None | bool = False  # False: not looked for yet
+
+
+def frames(functions: tuple[int, ...], socket: zmq.Socket) -> Any:
+    """``socket``'s whole messages in one C call each (``_native_frames.c``): ``send(list)
+    -> bool`` (whether input waits after it), ``recv() -> list | None`` (None: nothing
+    waits).  Used under the socket's lock, never after it is closed."""
+    return _native_control.Frames(functions, socket.underlying, _raise_zmq_error)
+
+
+def _raise_zmq_error(errno: int) -> None:
+    """Raise what pyzmq raises for ``errno``."""
+    if errno == zmq.EAGAIN:
+        raise zmq.Again(errno)
+    if errno == zmq.ETERM:
+        raise zmq.ContextTerminated(errno)
+    raise zmq.ZMQError(errno)
 
 
 def socket_lock() -> Any:

@@ -88,14 +88,17 @@ class SharedSocket:
     After ``close``, sends are dropped and ``recv`` returns None.  ``lock`` is a
     ``threading.Lock`` unless given: the iopub socket's is a
     ``native_control.socket_lock()``, which the C control reader takes to
-    publish too, and whose ``closed`` tells it the socket is gone.
+    publish too, and whose ``closed`` tells it the socket is gone.  ``frames``,
+    where given (``native_control.frames``), sends and receives a whole message
+    in one C call; otherwise pyzmq's calls do, a frame at a time.
     """
 
     def __init__(self, socket: zmq.Socket, on_input: Callable[[], None] | None = None,
-                 lock: Any = None):
+                 lock: Any = None, frames: Any = None):
         self.socket = socket
         self._lock = lock if lock is not None else threading.Lock()
         self._on_input = on_input
+        self._frames = frames
         self._closed = False
 
     @property
@@ -106,10 +109,14 @@ class SharedSocket:
         with self._lock:
             if self._closed:
                 return
-            send_frames(self.socket, frames)
-            # the compiled getsockopt with an int (``socket.EVENTS`` resolves the name
-            # in Python, and sugar's ``get`` wraps the value in an enum)
-            if self._on_input is not None and _get(self.socket, _EVENTS) & _POLLIN:
+            if self._frames is not None:
+                waiting = self._frames.send(frames)
+            else:
+                send_frames(self.socket, frames)
+                # the compiled getsockopt with an int (``socket.EVENTS`` resolves the
+                # name in Python, and sugar's ``get`` wraps the value in an enum)
+                waiting = self._on_input is not None and _get(self.socket, _EVENTS) & _POLLIN
+            if waiting and self._on_input is not None:
                 self._on_input()
 
     def events(self) -> int:
@@ -125,6 +132,8 @@ class SharedSocket:
         with self._lock:
             if self._closed:
                 return None
+            if self._frames is not None:
+                return self._frames.recv()
             try:
                 return recv_frames(self.socket, _NOBLOCK)
             except zmq.Again:
