@@ -41,7 +41,10 @@ _get = zmq.backend.Socket.get
 
 
 def send_frames(socket: zmq.Socket, frames: list) -> None:
-    """``socket.send_multipart(frames)``, several times faster.
+    """``socket.send_multipart(frames)``, several times faster: the path where the C
+    part is not built (with it, ``SharedSocket`` sends a whole message in one C call
+    with the GIL held: ``_native_frames.c``, which measured 87 against 110 us for a
+    request's four messages; the ctypes trial below lost on the cost of ctypes).
 
     pyzmq's ``send_multipart`` combines ``enum.Flag`` values in Python for each
     frame and calls ``Socket.send``, a Python method, per frame: 6.5 us for a
