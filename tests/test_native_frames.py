@@ -40,6 +40,8 @@ def pair():
     a, b = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
     port = a.bind_to_random_port("tcp://127.0.0.1")
     b.connect(f"tcp://127.0.0.1:{port}")
+    b.send(b"connected")  # a PAIR waits for its peer; from here on, neither end does
+    assert a.recv() == b"connected"
     yield a, b
     a.close(linger=0)
     b.close(linger=0)
@@ -101,6 +103,26 @@ def test_a_frame_that_is_no_buffer_fails_before_anything_is_sent(pair):
         frames.send([])
     frames.send([b"whole"])
     assert b.recv_multipart() == [b"whole"]  # no half message went before it
+
+
+def test_a_send_that_would_wait_raises_again_and_sends_nothing():
+    """The kernel's sockets drop rather than wait; one that would wait (a PAIR with no
+    peer yet) raises, as pyzmq does with NOBLOCK, and nothing of the message leaves."""
+    context = zmq.Context()
+    a = context.socket(zmq.PAIR)
+    port = a.bind_to_random_port("tcp://127.0.0.1")
+    frames = native_control.frames(FUNCTIONS, a)
+    with pytest.raises(zmq.Again):
+        frames.send([b"too", b"early"])
+    b = context.socket(zmq.PAIR)
+    b.connect(f"tcp://127.0.0.1:{port}")
+    b.send(b"connected")
+    assert a.recv() == b"connected"
+    frames.send([b"now"])
+    assert b.recv_multipart() == [b"now"]
+    a.close(linger=0)
+    b.close(linger=0)
+    context.term()
 
 
 def test_errors_are_pyzmqs_exceptions():

@@ -10,10 +10,11 @@
  * Frames.recv receives one.
  *
  * The GIL is held throughout, on purpose.  Every call passes ZMQ_DONTWAIT, and the
- * kernel's sockets never make a send wait: PUB/XPUB and ROUTER drop at the high-water
- * mark instead.  So nothing here can block, and releasing the GIL per frame only let
- * another thread take it in the middle of a message, to be waited for before the next
- * frame.
+ * kernel's sockets never make a send wait: XPUB and ROUTER drop at the high-water mark
+ * instead (a socket type that would wait, a PAIR with no peer yet, fails with EAGAIN:
+ * zmq.Again, as pyzmq raises with NOBLOCK).  So nothing here can block, and releasing
+ * the GIL per frame only let another thread take it in the middle of a message, to be
+ * waited for before the next frame.
  *
  * A socket's Frames object is used under the SharedSocket's lock, as the pyzmq socket
  * is, and never after that socket is closed (SharedSocket drops sends from then on).
