@@ -346,6 +346,66 @@ def test_concurrent_writers_never_mix(iopub):
     assert all(q in parents for _, _, q in iopub.published)
 
 
+def test_a_write_that_meets_a_flush_goes_into_the_next_buffer(iopub):
+    """A writer that found a buffer just as a flush was sending it waits for the flush,
+    then writes into a new buffer: nothing is lost, and the order holds."""
+    sending, release = threading.Event(), threading.Event()
+    events = iopub.events
+    publish = iopub.publish
+
+    def slow_publish(msg_type, content, parent, metadata=None, buffers=None):
+        if content.get("text") == "first ":
+            sending.set()
+            release.wait(5)
+        publish(msg_type, content, parent, metadata, buffers)
+
+    iopub.publish = slow_publish
+    router = stream_router(iopub)
+    a = parent("A")
+    router.write_for(a, "stdout", "first ")
+    flusher = threading.Thread(target=router.flush, args=(a,))
+    flusher.start()
+    assert sending.wait(5)  # the flush holds the buffer's lock while it sends
+    writer = threading.Thread(target=router.write_for, args=(a, "stdout", "second"))
+    writer.start()
+    writer.join(0.2)
+    assert writer.is_alive()  # waiting for the flush, not writing into what it sends
+    release.set()
+    flusher.join()
+    writer.join()
+    router.flush(a)
+    assert [e[2]["text"] for e in events if e[0] == "publish"] == ["first ", "second"]
+
+
+def test_writers_for_different_requests_do_not_wait_for_each_other(iopub):
+    """Each request's buffer has its own lock: a flush sending A's text does not hold
+    up a write for B."""
+    sending, release = threading.Event(), threading.Event()
+    publish = iopub.publish
+
+    def slow_publish(msg_type, content, parent, metadata=None, buffers=None):
+        if parent["msg_id"] == "A":
+            sending.set()
+            release.wait(5)
+        publish(msg_type, content, parent, metadata, buffers)
+
+    iopub.publish = slow_publish
+    router = stream_router(iopub)
+    a, b = parent("A"), parent("B")
+    router.write_for(a, "stdout", "a")
+    flusher = threading.Thread(target=router.flush, args=(a,))
+    flusher.start()
+    assert sending.wait(5)
+    writer = threading.Thread(target=router.write_for, args=(b, "stdout", "b"))
+    writer.start()
+    writer.join(2)
+    blocked = writer.is_alive()
+    release.set()
+    flusher.join()
+    writer.join()
+    assert not blocked
+
+
 # -- OutStream ---------------------------------------------------------------------------
 
 
