@@ -85,7 +85,7 @@ class Boot:
         # and iopub; and the C control reader, whose replay history is the one it
         # shares with Python, and which publishes on iopub under the lock Python takes
         libzmq = native_control.libzmq_functions() if settings.native_control else None
-        zmq_functions = native_control.usable(key, scheme) if libzmq is not None else None
+        zmq_functions = libzmq if native_control.reads_control(key, scheme) else None
         history = None if zmq_functions is None else native_control.replay_history()
         iopub_lock = None if zmq_functions is None else native_control.socket_lock()
         self.codec = Codec(key, scheme, history=history)

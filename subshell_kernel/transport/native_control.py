@@ -20,8 +20,8 @@ idle round trip was 0.81 ms against 0.66 ms.
 
 The C part is compiled at install (``setup.py``, an optional extension): where
 it is missing (no compiler), or where this module cannot find the libzmq
-that pyzmq loaded, or with a signature scheme other than ``hmac-sha256``,
-``usable`` returns None and control reads in Python only.
+that pyzmq loaded (``libzmq_functions``), or with a signature scheme other
+than ``hmac-sha256`` (``reads_control``), control is read in Python only.
 
 Until the control socket's first quiet moment after the open
 (``Control.QUIET_MS``) and the warm-up that follows it, the control thread
@@ -42,6 +42,7 @@ or receive of theirs waits (``_native_frames.c`` says why and what it saved).
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -68,27 +69,22 @@ def compiled() -> bool:
     return _native_control is not None
 
 
-def usable(key: bytes, signature_scheme: str) -> tuple[int, ...] | None:
-    """The libzmq functions for ``reader``, or None where the C reader cannot be used."""
-    if key and signature_scheme != "hmac-sha256":
-        return None
-    return libzmq_functions()
+def reads_control(key: bytes, signature_scheme: str) -> bool:
+    """Whether the C reader can check this connection's signatures (it does HMAC-SHA256
+    only; an unsigned connection needs none)."""
+    return not key or signature_scheme == "hmac-sha256"
 
 
+@functools.cache
 def libzmq_functions() -> tuple[int, ...] | None:
-    """The libzmq functions for ``reader`` and ``frames``, or None where the C part is
-    not built or pyzmq's libzmq is not found."""
-    global _functions
+    """The libzmq functions for ``reader`` and ``frames`` (looked for once), or None where
+    the C part is not built or pyzmq's libzmq is not found."""
     if _native_control is None:
         return None
-    if _functions is False:
-        _functions = _libzmq_functions()
-        if _functions is None:
-            log.info("libzmq's functions not found: zmq is used through pyzmq only")
-    return _functions
-
-
-_functions: tuple[int, ...] | None | bool = False  # False: not looked for yet
+    functions = _libzmq_functions()
+    if functions is None:
+        log.info("libzmq's functions not found: zmq is used through pyzmq only")
+    return functions
 
 
 def frames(functions: tuple[int, ...], socket: zmq.Socket) -> Any:
@@ -194,10 +190,11 @@ def reader(functions: tuple[int, ...], control: zmq.Socket, iopub: zmq.Socket,
            iopub_lock: Any, history: Any, on_iopub_input: Callable[[], None], key: bytes,
            session_id: str, id_prefix: str, version: str,
            kernel_info: bytes) -> NativeControl | None:
-    """A C reader of ``control`` (``functions`` from ``usable``) that publishes on
-    ``iopub`` under ``iopub_lock`` (which every Python user of ``iopub`` takes too) and
-    checks signatures against ``history`` (``Codec``'s), or None if our header strings
-    need JSON escapes (they never do: hex and digits)."""
+    """A C reader of ``control`` (``functions`` from ``libzmq_functions``, where
+    ``reads_control``) that publishes on ``iopub`` under ``iopub_lock`` (which every
+    Python user of ``iopub`` takes too) and checks signatures against ``history``
+    (``Codec``'s), or None if our header strings need JSON escapes (they never do: hex
+    and digits)."""
     if not all(_json_safe(text) for text in (session_id, id_prefix, version)):
         return None
     try:
