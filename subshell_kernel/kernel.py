@@ -185,7 +185,10 @@ class Kernel(LoggingConfigurable):
 
     def warm_up(self) -> None:
         """Format one traceback off the hot path: IPython loads its formatter lazily,
-        which made the first error or interrupt of a session ~40 ms slower."""
+        which made the first error or interrupt of a session ~40 ms slower.  Not once
+        shutting down: the interrupted cells' tracebacks would wait for the GIL."""
+        if self._shutting_down:
+            return
         try:
             raise KeyboardInterrupt
         except KeyboardInterrupt:

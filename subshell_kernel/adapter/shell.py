@@ -400,11 +400,18 @@ def _cancelled_by_interrupt(etype, scope) -> bool:
 
 
 def user_frames_only(tb):
-    """A traceback without the frames of IPython, AnyIO/asyncio/trio or this kernel."""
+    """A traceback without the frames of IPython, AnyIO/asyncio/trio, the debugger or
+    this kernel, each user frame once.
+
+    An interrupt that ends a stop at a breakpoint is raised in the debugger's wait,
+    under the user's frame: the traceback then names that frame a second time, after
+    pydevd's (Cython ones too, which have a relative ``.pyx`` name).  Formatting
+    pydevd's own large files took ~0.5 s a thread, at each such interrupt."""
     frames = []
     while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if not _is_machinery(filename):
+        frame = tb.tb_frame
+        if not (_is_machinery(frame.f_code.co_filename) or _is_debugger(frame)
+                or (frames and frames[-1].tb_frame is frame)):
             frames.append(tb)
         tb = tb.tb_next
     new = None
@@ -419,6 +426,12 @@ def user_frames_only(tb):
 #: (codeop: IPython compiles each cell through it, and an interrupt can land there)
 _MACHINERY_MODULES = ("asyncio", "anyio", "codeop", "contextlib", "outcome", "threading",
                       "trio")
+#: top-level names of debugpy's modules (it puts pydevd's on ``sys.path``)
+_DEBUGGER_PACKAGES = ("debugpy", "pydevd", "_pydev")
+
+
+def _is_debugger(frame) -> bool:
+    return frame.f_globals.get("__name__", "").startswith(_DEBUGGER_PACKAGES)
 
 
 def _is_machinery(filename: str) -> bool:
