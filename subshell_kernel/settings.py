@@ -50,12 +50,11 @@ class SubshellKernel(LoggingConfigurable):
     iopub_subscriber_budget = Int(
         64 << 20, config=True,
         help="Bytes of iopub output the kernel may hold for one frontend that stops reading "
-        "(a frozen tab, a laptop asleep); beyond it, that frontend alone misses output.  "
-        "A frontend that keeps reading never falls this far behind and gets everything.  "
-        "64 MiB is a mark of 1024 messages (libzmq's default, which ipykernel keeps, is "
-        "1000): at 32 MiB (512), a reading client lost messages in 3 of 8 runs of a burst "
-        "of 1000 executes on 9 subshells on a loaded 2-core machine, at 64 MiB in none "
-        "of 10.",
+        "(a frozen tab, a laptop asleep); once its queue is full, the kernel's output waits "
+        "for it for up to a second, then that frontend alone misses output until it reads "
+        "again.  A frontend that keeps reading, however slowly, gets everything: the kernel "
+        "waits for it.  64 MiB is a queue of 1024 of the largest stream messages (libzmq's "
+        "default, which ipykernel keeps, is 1000 messages, which it drops when full).",
     )
     capture_fd_output = Bool(
         True, config=True,

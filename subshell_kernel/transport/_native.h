@@ -23,6 +23,7 @@ typedef struct { void *socket; int fd; short events; short revents; } zmq_pollit
 #define ZMQ_SNDMORE 2
 #define ZMQ_POLLIN 1
 #define ZMQ_EVENTS 15
+#define ZMQ_XPUB_NODROP 69
 #define ZMQ_ETERM (156384712 + 53) /* ZMQ_HAUSNUMERO + 53 */
 
 /* in the order of native_control.ZMQ_FUNCTIONS */
@@ -37,6 +38,7 @@ typedef struct {
     int (*send)(void *, const void *, size_t, int);
     int (*getsockopt)(void *, int, void *, size_t *);
     int (*errno_)(void);
+    int (*setsockopt)(void *, int, const void *, size_t);
 } zmq_api;
 
 /* Fill api from a tuple of the functions' addresses (ints); -1 with an exception set. */

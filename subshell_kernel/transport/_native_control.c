@@ -69,6 +69,7 @@ typedef struct {
     size_t last_sizes[64];
     int last_count;
     unsigned long long answered;
+    double stall_ms;  /* iopub.STALL_SECONDS, in ms */
 } Reader;
 
 /* the result codes of next() that are not a message */
@@ -129,19 +130,39 @@ static int send_message(Reader *r, void *socket, const unsigned char *const *pre
 
 static const unsigned char STATUS_TOPIC[] = "kernel.status";
 
+static double elapsed_ms(const struct timespec *since) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - since->tv_sec) * 1e3 + (now.tv_nsec - since->tv_nsec) / 1e6;
+}
+
+/* A status, as iopub.py's IOPubSocket sends: the socket is XPUB_NODROP, and a
+ * subscriber whose queue is full is waited for (the lock let go meanwhile) for up to
+ * stall_ms, then sent to lossy, which makes zmq set it aside until it reads again. */
 static int send_status(Reader *r, const char *content, const unsigned char *parent,
                        size_t parent_size) {
     const unsigned char *topic[1] = {STATUS_TOPIC};
     size_t topic_size[1] = {sizeof STATUS_TOPIC - 1};
-    int rc = 0, events = 0;
+    const struct timespec retry = {0, 1000000};  /* iopub.RETRY_SECONDS */
+    struct timespec start;
+    int rc = 0, events = 0, lossy = 0, nodrop = 1;
     size_t events_size = sizeof events;
+    clock_gettime(CLOCK_MONOTONIC, &start);
     pthread_mutex_lock(&r->iopub_lock->mutex);
-    if (!r->iopub_lock->closed) {
+    while (!r->iopub_lock->closed) {
+        int last_try = elapsed_ms(&start) >= r->stall_ms;
+        if (last_try) r->zmq.setsockopt(r->iopub, ZMQ_XPUB_NODROP, &lossy, sizeof lossy);
         rc = send_message(r, r->iopub, topic, topic_size, 1, "status", parent, parent_size,
                           "{}", (const unsigned char *)content, strlen(content));
+        if (last_try) r->zmq.setsockopt(r->iopub, ZMQ_XPUB_NODROP, &nodrop, sizeof nodrop);
+        /* (reading EVENTS also takes in how far the subscribers got) */
         if (r->zmq.getsockopt(r->iopub, ZMQ_EVENTS, &events, &events_size) == 0 &&
             (events & ZMQ_POLLIN))
             r->input_waiting = 1;
+        if (rc == 0 || last_try || r->zmq.errno_() != EAGAIN) break;
+        pthread_mutex_unlock(&r->iopub_lock->mutex);
+        nanosleep(&retry, NULL);
+        pthread_mutex_lock(&r->iopub_lock->mutex);
     }
     pthread_mutex_unlock(&r->iopub_lock->mutex);
     return rc;
@@ -358,19 +379,20 @@ static int copy_text(char *dst, size_t cap, PyObject *text, const char *what) {
 }
 
 /* Reader(control, iopub, iopub_lock, history, functions, key, id_prefix, session,
- * version, content): the sockets as libzmq handles (pyzmq's ``Socket.underlying``), the
+ * version, content, stall_seconds): the sockets as libzmq handles (pyzmq's ``Socket.underlying``), the
  * lock of iopub, the kernel's replay history, the libzmq
  * functions' addresses in zmq_api's order, the connection key (b"": nothing signed),
  * the strings of our headers (JSON-safe, checked by native_control.py) and the
- * kernel_info_reply content, packed. */
+ * kernel_info_reply content, packed; how long a status waits for a full subscriber. */
 static PyObject *Reader_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     (void)kwargs;
     unsigned long long control, iopub;
     PyObject *lock, *history, *functions, *id_prefix, *session, *version, *content;
     Py_buffer key;
-    if (!PyArg_ParseTuple(args, "KKO!O!O!y*UUUS", &control, &iopub, &SocketLockType, &lock,
+    double stall_seconds;
+    if (!PyArg_ParseTuple(args, "KKO!O!O!y*UUUSd", &control, &iopub, &SocketLockType, &lock,
                           &ReplayHistoryType, &history, &PyTuple_Type, &functions, &key,
-                          &id_prefix, &session, &version, &content))
+                          &id_prefix, &session, &version, &content, &stall_seconds))
         return NULL;
     Reader *r = (Reader *)type->tp_alloc(type, 0);
     if (!r) { PyBuffer_Release(&key); return NULL; }
@@ -382,6 +404,7 @@ static PyObject *Reader_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     r->iopub = (void *)(uintptr_t)iopub;
     Py_INCREF(lock);
     r->iopub_lock = (SocketLock *)lock;
+    r->stall_ms = stall_seconds * 1e3;
     r->signed_ = key.len > 0;
     if (r->signed_) skn_hmac_key_init(&r->key, key.buf, (size_t)key.len);
     if (copy_text(r->id_prefix, sizeof r->id_prefix, id_prefix, "id_prefix") < 0 ||

@@ -59,7 +59,8 @@ log = logging.getLogger(__name__)
 
 #: the libzmq functions the C reader calls, in the order of its ``zmq_api``
 ZMQ_FUNCTIONS = ("zmq_poll", "zmq_msg_init", "zmq_msg_recv", "zmq_msg_data", "zmq_msg_size",
-                 "zmq_msg_more", "zmq_msg_close", "zmq_send", "zmq_getsockopt", "zmq_errno")
+                 "zmq_msg_more", "zmq_msg_close", "zmq_send", "zmq_getsockopt", "zmq_errno",
+                 "zmq_setsockopt")
 #: ``Reader.next`` result codes
 MESSAGE, TIMEOUT, REPLAYED, ERROR, INPUT_WAITING = 0, 1, 2, 3, 4
 
@@ -189,18 +190,19 @@ class NativeControl:
 def reader(functions: tuple[int, ...], control: zmq.Socket, iopub: zmq.Socket,
            iopub_lock: Any, history: Any, on_iopub_input: Callable[[], None], key: bytes,
            session_id: str, id_prefix: str, version: str,
-           kernel_info: bytes) -> NativeControl | None:
+           kernel_info: bytes, stall_seconds: float) -> NativeControl | None:
     """A C reader of ``control`` (``functions`` from ``libzmq_functions``, where
     ``reads_control``) that publishes on ``iopub`` under ``iopub_lock`` (which every
     Python user of ``iopub`` takes too) and checks signatures against ``history``
     (``Codec``'s), or None if our header strings need JSON escapes (they never do: hex
-    and digits)."""
+    and digits).  Its statuses wait for a subscriber that is behind as iopub's
+    publishers do, for up to ``stall_seconds`` (``iopub.STALL_SECONDS``)."""
     if not all(_json_safe(text) for text in (session_id, id_prefix, version)):
         return None
     try:
         native = _native_control.Reader(control.underlying, iopub.underlying, iopub_lock,
                                         history, functions, key, id_prefix, session_id,
-                                        version, kernel_info)
+                                        version, kernel_info, stall_seconds)
     except (ValueError, TypeError) as e:
         log.warning("control is read in Python: %s", e)
         return None
