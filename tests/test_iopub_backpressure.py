@@ -25,10 +25,12 @@ from subshell_kernel.transport import iopub, native_control
 from subshell_kernel.transport.iopub import STALL_SECONDS, IOPubSocket
 
 from .harness import KernelHarness
+from .test_frozen_subscriber import _state
 
 HWM = 4
 #: the budget of the smallest queue: four of the largest stream messages
 SMALLEST_BUDGET = HWM * iopub.MAX_STREAM_BYTES
+SMALLEST_QUEUE = [f"--SubshellKernel.iopub_subscriber_budget={SMALLEST_BUDGET}"]
 
 
 def _frames_options():
@@ -52,7 +54,6 @@ def xpub(request):
     if request.param:
         frames = native_control.frames(native_control.libzmq_functions(), sock)
     publisher = IOPubSocket(sock, frames=frames)
-    subs = []
 
     def subscriber() -> zmq.Socket:
         sub = context.socket(zmq.SUB)
@@ -62,7 +63,6 @@ def xpub(request):
         sub.subscribe(b"")
         sub.connect(f"tcp://127.0.0.1:{port}")
         assert sock.poll(5000) and sock.recv() == b"\x01"  # its subscription
-        subs.append(sub)
         return sub
 
     yield publisher, subscriber
@@ -137,6 +137,7 @@ def test_a_stopped_reader_holds_publishers_up_once_then_misses_messages(xpub, ca
 
 # -- the wire ----------------------------------------------------------------------------
 
+#: test_frozen_subscriber's, with the smallest socket buffers, so that its queue fills soon
 FROZEN_SUBSCRIBER = """\
 import os, signal, sys, zmq
 sock = zmq.Context().socket(zmq.SUB)
@@ -149,15 +150,9 @@ os.kill(os.getpid(), signal.SIGSTOP)
 """
 
 
-def _stopped(pid: int) -> bool:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[-1].split()[0] == "T"
-
-
 @pytest.fixture
 def small_queue_kernel():
-    k = KernelHarness("subshell", eager_iopub=False,
-                      extra_arguments=[f"--SubshellKernel.iopub_subscriber_budget={SMALLEST_BUDGET}"])
+    k = KernelHarness("subshell", eager_iopub=False, extra_arguments=SMALLEST_QUEUE)
     yield k
     k.close()
 
@@ -185,8 +180,7 @@ def test_a_slow_client_misses_nothing_of_a_burst_with_the_smallest_queue(small_q
 
 def test_control_statuses_reach_a_live_frontend_while_another_is_frozen():
     # (its reader thread is the live frontend)
-    k = KernelHarness("subshell",
-                      extra_arguments=[f"--SubshellKernel.iopub_subscriber_budget={SMALLEST_BUDGET}"])
+    k = KernelHarness("subshell", extra_arguments=SMALLEST_QUEUE)
     frozen = None
     try:
         info = k.km.get_connection_info()
@@ -195,9 +189,9 @@ def test_control_statuses_reach_a_live_frontend_while_another_is_frozen():
              f"tcp://{info['ip']}:{info['iopub_port']}"], stdout=subprocess.PIPE, text=True)
         assert frozen.stdout.readline().strip() == "subscribed"
         deadline = time.monotonic() + 10
-        while not _stopped(frozen.pid) and time.monotonic() < deadline:
+        while _state(frozen.pid) != "T" and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _stopped(frozen.pid)
+        assert _state(frozen.pid) == "T"
         # fill its queue (64 KiB messages, more than its socket buffers hold) while control
         # is asked, again and again: some requests come while a publisher waits for the
         # frozen one (``STALL_SECONDS``), when its queue refuses messages

@@ -379,8 +379,8 @@ static int copy_text(char *dst, size_t cap, PyObject *text, const char *what) {
 }
 
 /* Reader(control, iopub, iopub_lock, history, functions, key, id_prefix, session,
- * version, content, stall_seconds): the sockets as libzmq handles (pyzmq's ``Socket.underlying``), the
- * lock of iopub, the kernel's replay history, the libzmq
+ * version, content, stall_seconds): the sockets as libzmq handles (pyzmq's
+ * ``Socket.underlying``), the lock of iopub, the kernel's replay history, the libzmq
  * functions' addresses in zmq_api's order, the connection key (b"": nothing signed),
  * the strings of our headers (JSON-safe, checked by native_control.py) and the
  * kernel_info_reply content, packed; how long a status waits for a full subscriber. */
