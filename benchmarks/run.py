@@ -150,6 +150,18 @@ class NotSupported(Exception):
     """The kernel lacks a feature the benchmark needs; the row shows n/a."""
 
 
+@dataclass(frozen=True)
+class Short:
+    """Samples of answers that lack what the protocol asks of them (``why``).
+
+    The figure is printed, marked ``*``, but is not the best of its row: a
+    kernel that does less than the others is not faster at the same thing.
+    """
+
+    samples: list[float]
+    why: str
+
+
 # --------------------------------------------------------------------------
 # Kernel: a started kernel with raw client sockets
 # --------------------------------------------------------------------------
@@ -679,16 +691,61 @@ def bench_control(k: Kernel, cfg: Config) -> dict:
     for the busy row.
     """
 
+    sent: list[str] = []
+    replies: list[dict] = []
+
     def probe() -> float:
         start = time.perf_counter()
-        k.request("control", "kernel_info_request", timeout=cfg.timeout + cfg.busy_seconds)
-        return ms_since(start)
+        msg_id = k.send("control", "kernel_info_request")
+        replies.append(k.reply(msg_id, cfg.timeout + cfg.busy_seconds, "kernel_info_reply"))
+        elapsed = ms_since(start)
+        sent.append(msg_id)
+        return elapsed
 
     for _ in range(cfg.rtt_warmup):
         probe()
+    del sent[:], replies[:]
     idle = [probe() for _ in range(cfg.rtt_per_round)]
+    why = kernel_info_shortfall(k, sent, replies, cfg)
+    del sent[:], replies[:]
     busy = sample_while_parent_busy(k, spin_cell(cfg.busy_seconds), probe, cfg)
-    return {"control_rtt": idle, "control_rtt_spin": busy}
+    why_busy = kernel_info_shortfall(k, sent, replies, cfg) if busy != [NEVER] else ""
+    return {"control_rtt": Short(idle, why) if why else idle,
+            "control_rtt_spin": Short(busy, why_busy) if why_busy else busy}
+
+
+#: what every kernel_info_reply carries (messaging spec 5.x, "Kernel info")
+KERNEL_INFO_FIELDS = ("status", "protocol_version", "implementation", "implementation_version",
+                      "language_info", "banner")
+
+
+def kernel_info_shortfall(k: Kernel, msg_ids: list[str], replies: list[dict],
+                          cfg: Config) -> str:
+    """What the answers to these kernel_info requests lack, or "" if nothing.
+
+    Each must be a full kernel_info_reply, between a ``status: busy`` and a
+    ``status: idle`` on iopub with the request as their parent (the spec asks that
+    of every request, on shell and control alike).  The iopub messages of the
+    requests are forgotten here."""
+    missing = sorted({field for r in replies for field in KERNEL_INFO_FIELDS
+                      if field not in r["content"]})
+    try:  # the statuses of the last request come last
+        k.wait_until(lambda: msg_ids[-1] in k.idle, 1.0, "status: idle")
+    except Timeout:
+        pass
+    without = 0
+    for msg_id in msg_ids:
+        states = [m["content"].get("execution_state") for m in k.iopub.pop(msg_id, ())
+                  if m["msg_type"] == "status"]
+        k.idle.discard(msg_id)
+        if states[:1] != ["busy"] or states[-1:] != ["idle"]:
+            without += 1
+    why = []
+    if missing:
+        why.append(f"the reply's content has no {', '.join(missing)}")
+    if without:
+        why.append(f"{without} of {len(msg_ids)} requests had no status busy ... idle on iopub")
+    return "; ".join(why)
 
 
 def bench_concurrent(k: Kernel, cfg: Config) -> dict:
@@ -1240,6 +1297,7 @@ def run_bench(bench: Bench, kernels: list[Kernel], cfg: Config, dead: dict[str, 
     """
     samples: dict[str, dict[str, list[float]]] = {k.label: defaultdict(list) for k in kernels}
     not_applicable: dict[str, dict[str, str]] = defaultdict(dict)  # label -> {row key: why}
+    short: dict[str, dict[str, str]] = defaultdict(dict)  # label -> {row key: what lacked}
     floor_samples: dict[str, list[float]] = defaultdict(list)
     floor_error = ""
     outcome: dict[str, dict] = {}  # label -> n/a or error result, once one happened
@@ -1255,6 +1313,9 @@ def run_bench(bench: Bench, kernels: list[Kernel], cfg: Config, dead: dict[str, 
                 for key, value in bench.func(k, cfg).items():
                     if isinstance(value, NotSupported):  # this row only
                         not_applicable[k.label][key] = str(value)
+                    elif isinstance(value, Short):
+                        short[k.label][key] = value.why
+                        samples[k.label][key].extend(value.samples)
                     else:
                         samples[k.label][key].extend(value if isinstance(value, list) else [value])
             except NotSupported as e:
@@ -1289,6 +1350,8 @@ def run_bench(bench: Bench, kernels: list[Kernel], cfg: Config, dead: dict[str, 
                 results[row.key][k.label] = outcome[k.label]
             elif samples[k.label].get(row.key):
                 results[row.key][k.label] = {"status": "ok", **summarize(samples[k.label][row.key])}
+                if row.key in short[k.label]:
+                    results[row.key][k.label]["short"] = short[k.label][row.key]
             elif row.key in not_applicable[k.label]:
                 results[row.key][k.label] = {"status": "n/a",
                                              "reason": not_applicable[k.label][row.key]}
@@ -1306,6 +1369,11 @@ def _usable(result: dict | None) -> bool:
     return bool(result) and result.get("status") == "ok" and result["median"] != NEVER
 
 
+def _comparable(result: dict | None) -> bool:
+    """A figure that may be the best of its row: measured, and of full answers."""
+    return _usable(result) and "short" not in result
+
+
 def ratios(row_results: dict, labels: list[str], better: str) -> dict:
     """Ours (the first label) against the best of the others and against ipykernel.
 
@@ -1317,7 +1385,7 @@ def ratios(row_results: dict, labels: list[str], better: str) -> dict:
         return out
     ours = row_results.get(labels[0])
     others = {label: row_results[label] for label in labels[1:]
-              if _usable(row_results.get(label))}
+              if _comparable(row_results.get(label))}
     if others:
         pick = max if better == "higher" else min
         out["best"] = pick(others, key=lambda label: others[label]["median"])
@@ -1359,7 +1427,7 @@ def fmt_cell(result: dict | None, field: str) -> str:
         return result["status"]
     if field != "median" and result["n"] < 10:
         return "-"  # percentiles of a handful of samples mean little
-    return fmt_number(result[field])
+    return fmt_number(result[field]) + ("*" if "short" in result else "")
 
 
 def fmt_ratio(value: float | None) -> str:
@@ -1440,6 +1508,15 @@ def print_table(rows: list[dict], labels: list[str]) -> None:
     if notes:
         print("\nnot measured:")
         for (label, why), titles in notes.items():
+            print(f"  [{label}] {why}\n      rows: {'; '.join(titles)}")
+    shorts: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for row in rows:
+        for label, result in row["results"].items():
+            if result.get("short"):
+                shorts[label, result["short"]].append(row["title"].strip())
+    if shorts:
+        print("\n* answers short of the protocol (shown, never counted as the best):")
+        for (label, why), titles in shorts.items():
             print(f"  [{label}] {why}\n      rows: {'; '.join(titles)}")
     print("\nmed = median; never = no reply within the timeout", end="")
     if compare:
