@@ -706,10 +706,10 @@ def bench_control(k: Kernel, cfg: Config) -> dict:
         probe()
     del sent[:], replies[:]
     idle = [probe() for _ in range(cfg.rtt_per_round)]
-    why = kernel_info_shortfall(k, sent, replies, cfg)
+    why = kernel_info_shortfall(k, sent, replies)
     del sent[:], replies[:]
     busy = sample_while_parent_busy(k, spin_cell(cfg.busy_seconds), probe, cfg)
-    why_busy = kernel_info_shortfall(k, sent, replies, cfg) if busy != [NEVER] else ""
+    why_busy = kernel_info_shortfall(k, sent, replies) if busy != [NEVER] else ""
     return {"control_rtt": Short(idle, why) if why else idle,
             "control_rtt_spin": Short(busy, why_busy) if why_busy else busy}
 
@@ -719,8 +719,7 @@ KERNEL_INFO_FIELDS = ("status", "protocol_version", "implementation", "implement
                       "language_info", "banner")
 
 
-def kernel_info_shortfall(k: Kernel, msg_ids: list[str], replies: list[dict],
-                          cfg: Config) -> str:
+def kernel_info_shortfall(k: Kernel, msg_ids: list[str], replies: list[dict]) -> str:
     """What the answers to these kernel_info requests lack, or "" if nothing.
 
     Each must be a full kernel_info_reply, between a ``status: busy`` and a
