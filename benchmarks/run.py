@@ -241,6 +241,18 @@ class Kernel:
         self.launched_at = start
         return elapsed
 
+    def shut_down_and_wait(self, timeout: float) -> float:
+        """``shutdown_request`` on control; ms from the request until the process is gone."""
+        process = self.km.provisioner.process
+        start = time.perf_counter()
+        self.reply(self.send("control", "shutdown_request", {"restart": False}), timeout,
+                   "shutdown_reply")
+        while process.poll() is None:
+            if time.perf_counter() - start > timeout:
+                raise Timeout(f"the process had not exited {timeout:g}s after shutdown_request")
+            time.sleep(0.002)
+        return ms_since(start)
+
     def spawn(self) -> Kernel:
         """A new, not yet started Kernel from the same kernelspec."""
         return Kernel(self.name, self.label, self.spec_manager, self.workdir)
@@ -509,12 +521,16 @@ def ms_since(start: float) -> float:
 def bench_startup(k: Kernel, cfg: Config) -> dict:
     """Launch to the first kernel_info_reply, and to the reply of a first ``pass``
     sent right after it: a kernel that answers kernel_info before its shell is
-    ready (ours does) shows here what the first cell still waits for."""
+    ready (ours does) shows here what the first cell still waits for.  Then a
+    ``shutdown_request`` on control, timed until the process is gone: what a
+    restart waits for before it launches the next kernel."""
     fresh = k.spawn()
     try:
         ready = fresh.start()
         fresh.execute("pass", timeout=30)
-        return {"startup": ready, "startup_execute": time.perf_counter() - fresh.launched_at}
+        out = {"startup": ready, "startup_execute": time.perf_counter() - fresh.launched_at}
+        out["shutdown_exit"] = fresh.shut_down_and_wait(cfg.timeout)
+        return out
     finally:
         fresh.shutdown(now=True)
 
@@ -1159,7 +1175,8 @@ def plan(cfg: Config) -> list[Bench]:
     benches = [
         Bench("startup", bench_startup,
               (Row("startup", "startup: launch -> kernel_info_reply", "s"),
-               Row("startup_execute", "startup: launch -> first `pass` reply", "s")),
+               Row("startup_execute", "startup: launch -> first `pass` reply", "s"),
+               Row("shutdown_exit", "shutdown_request -> process gone", "ms")),
               cfg.startups,
               floor_startup,
               (Row("floor_python", "python -c pass: launch -> exit", "s", bounds="startup"),

@@ -54,6 +54,12 @@ SIGINT, SIGTERM handlers               interrupt, shutdown; both are blocked in 
 the handler of ``main_pause.SIGNAL``   parks the main thread at a safe point while a
 (a real-time signal)                   figure comm handler runs on a child subshell
                                        (``runtime.main_pause``)
+the collector's permanent generation  every object that exists once the kernel is
+                                       built (``gc.freeze``, ``freeze_startup_objects``);
+                                       ``gc.get_objects`` and ``gc.get_referrers``
+                                       first thaw it for good.  Uninstall puts those
+                                       two back and leaves the rest frozen, so the
+                                       process exits without collecting it
 debugpy (pydevd), from the first       the trace function of every thread but the
 debug session on (``start_debugpy``)   kernel's own, ``threading.settrace``,
                                        ``_thread.start_new_thread``, ``sys.settrace``
@@ -69,6 +75,8 @@ those are IPython's and stay.
 from __future__ import annotations
 
 import builtins
+import functools
+import gc
 import getpass
 import logging
 import os
@@ -94,6 +102,9 @@ from .runtime.streams import OutStream, StreamRouter
 from .runtime.subshell import interruptible_sleep
 
 _PACKAGE = __name__.rpartition(".")[0]
+#: the ``gc`` functions that list what the collector tracks: frozen objects are not in
+#: their answers, so each thaws them first (``freeze_startup_objects``)
+GC_VIEWS = ("get_objects", "get_referrers")
 
 
 class InterpreterHooks:
@@ -224,6 +235,42 @@ class InterpreterHooks:
         sys.meta_path.insert(0, watch)
         self._undo.append(lambda: sys.meta_path.remove(watch))
         self._patch_pdb()
+
+    def freeze_startup_objects(self) -> None:
+        """Move every object the collector tracks now (the standard library, IPython, the
+        kernel's own, ~37,000 once built) to its permanent generation (``gc.freeze``).
+
+        A full collection then walks only what user code made: 0.1 ms instead of 30 ms
+        in an idle kernel.  So does the interpreter's finalization: the process exits
+        ~50 ms after a ``shutdown_request`` instead of ~250 ms, which is what a kernel
+        restart waits for.  User objects are made later and stay collectable: what a
+        cell or a user module leaves open is flushed at exit as before.
+
+        Frozen objects are missing from what ``gc.get_objects`` and ``gc.get_referrers``
+        return (the user namespace would not show as a referrer in objgraph or the
+        debugger), so the first call to either thaws them for good, and the interpreter
+        is from then on what it would have been.  Called once the kernel is built,
+        before the parent's loop exists: the loop a GUI replaces stays collectable.
+        """
+        originals = {name: getattr(gc, name) for name in GC_VIEWS}
+
+        def thaw() -> None:
+            for name, function in originals.items():
+                setattr(gc, name, function)
+            gc.unfreeze()
+
+        def thawing_first(function: Callable) -> Callable:
+            @functools.wraps(function)
+            def view(*args, **kwargs):
+                thaw()
+                return function(*args, **kwargs)
+            return view
+
+        gc.freeze()
+        for name, function in originals.items():
+            setattr(gc, name, thawing_first(function))
+        self._undo.append(lambda: [setattr(gc, name, function)
+                                   for name, function in originals.items()])
 
     def _set_env(self, name: str, value: str) -> None:
         old = os.environ.get(name)

@@ -149,6 +149,7 @@ class Kernel(LoggingConfigurable):
         )
         if fd_pipes:
             iopub.forward_fds(fd_pipes, streams.write_fd_output)
+        hooks.freeze_startup_objects()  # last: everything so far is the kernel's
 
     def _make_shell(self, streams: StreamRouter) -> ZMQInteractiveShell:
         options: dict[str, Any] = {}

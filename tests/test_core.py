@@ -929,6 +929,59 @@ def test_shutdown_exits_promptly():
     assert all(o[-1] == 0 for o in outcomes), outcomes
 
 
+def test_shutdown_finalizes_what_user_code_left_open(tmp_path):
+    """The kernel's own objects are frozen for the collector (``hooks``), user code's are
+    not: at shutdown, files a cell or a user module left open, in reference cycles or
+    not, are flushed, and a ``__del__`` in a cycle runs, as in a plain interpreter.  A
+    freeze that took user objects too (at exit, say) leaves all but the first empty."""
+    (tmp_path / "usermod.py").write_text(
+        "class Holder:\n"
+        "    def __init__(self, path):\n"
+        "        self.f = open(path, 'w'); self.f.write('module cycle'); self.me = self\n"
+        f"h = Holder({str(tmp_path / 'mod_cycle.txt')!r})\n"
+        f"plain = open({str(tmp_path / 'mod_plain.txt')!r}, 'w'); plain.write('module plain')\n")
+    k = KernelHarness("subshell")
+    try:
+        ok(k.run(
+            f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import usermod\n"
+            "class Holder:\n"
+            "    def __init__(self, path):\n"
+            "        self.f = open(path, 'w'); self.f.write('cell cycle'); self.me = self\n"
+            f"h = Holder({str(tmp_path / 'cell_cycle.txt')!r})\n"
+            f"plain = open({str(tmp_path / 'cell_plain.txt')!r}, 'w'); plain.write('cell plain')\n"
+            "class Finalized:\n"
+            "    def __del__(self):\n"
+            f"        open({str(tmp_path / 'del.txt')!r}, 'w').write('ran')\n"
+            "d = Finalized(); d.me = d\n")[0])
+        assert k.control("shutdown_request", {"restart": False}, timeout=5)["content"][
+            "status"] == "ok"
+        assert _exited_within(k, 2.0) == 0
+    finally:
+        k.close()
+    written = {name: (tmp_path / name).read_text() if (tmp_path / name).exists() else None
+               for name in ("cell_plain.txt", "cell_cycle.txt", "mod_plain.txt",
+                            "mod_cycle.txt", "del.txt")}
+    assert written == {"cell_plain.txt": "cell plain", "cell_cycle.txt": "cell cycle",
+                       "mod_plain.txt": "module plain", "mod_cycle.txt": "module cycle",
+                       "del.txt": "ran"}
+
+
+def test_gc_introspection_sees_every_object(fresh_kernel):
+    """``gc.get_referrers`` and ``gc.get_objects`` find the kernel's frozen objects too
+    (the user namespace refers to a user's variable), and the first call thaws them."""
+    kernel = fresh_kernel
+    reply, _ = kernel.run(
+        "import gc\n"
+        "frozen_before = gc.get_freeze_count() > 0\n"
+        "_probe = object()\n"
+        "_ns = get_ipython().user_ns\n"
+        "(frozen_before, any(r is _ns for r in gc.get_referrers(_probe)),\n"
+        " any(o is _ns for o in gc.get_objects()), gc.get_freeze_count())")
+    ok(reply)
+    result = kernel.iopub(reply["parent_header"]["msg_id"])[-2]
+    assert result["content"]["data"]["text/plain"] == "(True, True, True, 0)"
+
+
 @BOTH_BACKENDS
 def test_fd_level_output_is_forwarded(kernel):
     """C code and subprocesses write to fds 1 and 2 directly; the frontend still sees it."""
