@@ -249,8 +249,10 @@ class InterpreterHooks:
         Frozen objects are missing from what ``gc.get_objects`` and ``gc.get_referrers``
         return (the user namespace would not show as a referrer in objgraph or the
         debugger), so the first call to either thaws them for good, and the interpreter
-        is from then on what it would have been.  Called once the kernel is built,
-        before the parent's loop exists: the loop a GUI replaces stays collectable.
+        is from then on what it would have been (a ``gc.freeze`` of user code's own,
+        made before that first call, is thawed with them).  Called once the kernel is
+        built, before the parent's loop exists: the loop a GUI replaces stays
+        collectable.
         """
         originals = {name: getattr(gc, name) for name in GC_VIEWS}
 
