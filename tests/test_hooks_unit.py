@@ -130,7 +130,11 @@ def test_install_then_uninstall_leaves_the_interpreter_as_it_was(monkeypatch):
         waker.close()
         waker_read.close()
 
-    assert open_fds() == fds_before  # the copies fileno() gave are closed again
+    # the copies fileno() gave are closed again, and nothing of the process's is: fds that
+    # other threads close meanwhile (zmq's reaper, after an earlier test's kernel client)
+    # may be gone, none may be new
+    assert set(open_fds()) - set(fds_before) == set()
+    assert {"0", "1", "2"} <= set(open_fds())
     unchanged = [k for k in before if during[k] == before[k]]
     assert unchanged == [], f"install did not change: {unchanged}"
     assert {k: after[k] for k in before if after[k] != before[k]} == {}
