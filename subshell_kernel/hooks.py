@@ -242,8 +242,8 @@ class InterpreterHooks:
 
         A full collection then walks only what user code made: 0.1 ms instead of 30 ms
         in an idle kernel.  So does the interpreter's finalization: the process exits
-        ~50 ms after a ``shutdown_request`` instead of ~250 ms, which is what a kernel
-        restart waits for.  User objects are made later and stay collectable: what a
+        25-50 ms after a ``shutdown_request`` instead of 150-270 ms, which is what a
+        kernel restart waits for.  User objects are made later and stay collectable: what a
         cell or a user module leaves open is flushed at exit as before.
 
         Frozen objects are missing from what ``gc.get_objects`` and ``gc.get_referrers``
