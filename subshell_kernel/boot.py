@@ -49,7 +49,7 @@ from .settings import SubshellKernel
 from .transport import native_control, sockets
 from .transport.channels import Channels
 from .transport.control import Control
-from .transport.iopub import STALL_SECONDS, IOPub
+from .transport.iopub import RETRY_SECONDS, STALL_SECONDS, IOPub
 from .transport.router import Router
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class Boot:
                 zmq_functions, control_sock, iopub_sock, iopub_lock, history,
                 iopub.subscriptions_waiting, key, self.codec.session_id,
                 self.codec.id_prefix, PROTOCOL_VERSION, pack(self.kernel_info()),
-                STALL_SECONDS)
+                STALL_SECONDS, RETRY_SECONDS)
         self.control = Control(control_sock, self.codec.fork(),
                                {"kernel_info_request": self.answer_kernel_info},
                                channels.status, streams.flush, native)

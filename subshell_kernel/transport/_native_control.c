@@ -70,6 +70,7 @@ typedef struct {
     int last_count;
     unsigned long long answered;
     double stall_ms;  /* iopub.STALL_SECONDS, in ms */
+    struct timespec retry;  /* iopub.RETRY_SECONDS */
 } Reader;
 
 /* the result codes of next() that are not a message */
@@ -143,7 +144,6 @@ static int send_status(Reader *r, const char *content, const unsigned char *pare
                        size_t parent_size) {
     const unsigned char *topic[1] = {STATUS_TOPIC};
     size_t topic_size[1] = {sizeof STATUS_TOPIC - 1};
-    const struct timespec retry = {0, 1000000};  /* iopub.RETRY_SECONDS */
     struct timespec start;
     int rc = 0, events = 0, lossy = 0, nodrop = 1;
     size_t events_size = sizeof events;
@@ -161,7 +161,7 @@ static int send_status(Reader *r, const char *content, const unsigned char *pare
             r->input_waiting = 1;
         if (rc == 0 || last_try || r->zmq.errno_() != EAGAIN) break;
         pthread_mutex_unlock(&r->iopub_lock->mutex);
-        nanosleep(&retry, NULL);
+        nanosleep(&r->retry, NULL);
         pthread_mutex_lock(&r->iopub_lock->mutex);
     }
     pthread_mutex_unlock(&r->iopub_lock->mutex);
@@ -379,20 +379,22 @@ static int copy_text(char *dst, size_t cap, PyObject *text, const char *what) {
 }
 
 /* Reader(control, iopub, iopub_lock, history, functions, key, id_prefix, session,
- * version, content, stall_seconds): the sockets as libzmq handles (pyzmq's
- * ``Socket.underlying``), the lock of iopub, the kernel's replay history, the libzmq
- * functions' addresses in zmq_api's order, the connection key (b"": nothing signed),
+ * version, content, stall_seconds, retry_seconds): the sockets as libzmq handles
+ * (pyzmq's ``Socket.underlying``), the lock of iopub, the kernel's replay history, the
+ * libzmq functions' addresses in zmq_api's order, the connection key (b"": nothing signed),
  * the strings of our headers (JSON-safe, checked by native_control.py) and the
- * kernel_info_reply content, packed; how long a status waits for a full subscriber. */
+ * kernel_info_reply content, packed; how long a status waits for a full subscriber, and
+ * how long it sleeps between tries. */
 static PyObject *Reader_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     (void)kwargs;
     unsigned long long control, iopub;
     PyObject *lock, *history, *functions, *id_prefix, *session, *version, *content;
     Py_buffer key;
-    double stall_seconds;
-    if (!PyArg_ParseTuple(args, "KKO!O!O!y*UUUSd", &control, &iopub, &SocketLockType, &lock,
+    double stall_seconds, retry_seconds;
+    if (!PyArg_ParseTuple(args, "KKO!O!O!y*UUUSdd", &control, &iopub, &SocketLockType, &lock,
                           &ReplayHistoryType, &history, &PyTuple_Type, &functions, &key,
-                          &id_prefix, &session, &version, &content, &stall_seconds))
+                          &id_prefix, &session, &version, &content, &stall_seconds,
+                          &retry_seconds))
         return NULL;
     Reader *r = (Reader *)type->tp_alloc(type, 0);
     if (!r) { PyBuffer_Release(&key); return NULL; }
@@ -405,6 +407,8 @@ static PyObject *Reader_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     Py_INCREF(lock);
     r->iopub_lock = (SocketLock *)lock;
     r->stall_ms = stall_seconds * 1e3;
+    r->retry.tv_sec = (time_t)retry_seconds;
+    r->retry.tv_nsec = (long)((retry_seconds - (double)r->retry.tv_sec) * 1e9);
     r->signed_ = key.len > 0;
     if (r->signed_) skn_hmac_key_init(&r->key, key.buf, (size_t)key.len);
     if (copy_text(r->id_prefix, sizeof r->id_prefix, id_prefix, "id_prefix") < 0 ||

@@ -190,19 +190,22 @@ class NativeControl:
 def reader(functions: tuple[int, ...], control: zmq.Socket, iopub: zmq.Socket,
            iopub_lock: Any, history: Any, on_iopub_input: Callable[[], None], key: bytes,
            session_id: str, id_prefix: str, version: str,
-           kernel_info: bytes, stall_seconds: float) -> NativeControl | None:
+           kernel_info: bytes, stall_seconds: float,
+           retry_seconds: float) -> NativeControl | None:
     """A C reader of ``control`` (``functions`` from ``libzmq_functions``, where
     ``reads_control``) that publishes on ``iopub`` under ``iopub_lock`` (which every
     Python user of ``iopub`` takes too) and checks signatures against ``history``
     (``Codec``'s), or None if our header strings need JSON escapes (they never do: hex
     and digits).  Its statuses wait for a subscriber that is behind as iopub's
-    publishers do, for up to ``stall_seconds`` (``iopub.STALL_SECONDS``)."""
+    publishers do, for up to ``stall_seconds``, trying again every ``retry_seconds``
+    (``iopub.STALL_SECONDS``, ``iopub.RETRY_SECONDS``)."""
     if not all(_json_safe(text) for text in (session_id, id_prefix, version)):
         return None
     try:
         native = _native_control.Reader(control.underlying, iopub.underlying, iopub_lock,
                                         history, functions, key, id_prefix, session_id,
-                                        version, kernel_info, stall_seconds)
+                                        version, kernel_info, stall_seconds,
+                                        retry_seconds)
     except (ValueError, TypeError) as e:
         log.warning("control is read in Python: %s", e)
         return None
