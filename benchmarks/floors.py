@@ -11,7 +11,14 @@ the interpreter running the benchmark:
   content) to a ROUTER in another process on tcp loopback, which sends it
   back; one thread each side.
 - ``run_cell``: ``InteractiveShell.run_cell('pass', store_history=False)``
-  in a bare process, one call timed at a time.
+  in a bare process, one call timed at a time; ``idle`` seconds of sleep
+  before each (``run_cell_idle``, 1 ms), as a kernel's main thread sleeps
+  between two requests.  On a virtual machine the same call costs 1.8 to 1.9
+  times as much after the sleep (0.40 against 0.21 ms, and 0.50 against
+  0.28 ms, in two runs on the reference machine), most likely because the
+  host runs other work on an idle vCPU and the code that wakes finds its
+  caches cold.  Every request a kernel handles pays that, ours and its
+  peers alike.
 - ``python_startup`` and ``ipython_startup``: launch to exit of
   ``python -c pass``, and of a process that imports zmq and IPython and
   builds an ``InteractiveShell``.
@@ -42,11 +49,13 @@ RUN_CELL = """\
 import json, sys, time
 from IPython.core.interactiveshell import InteractiveShell
 shell = InteractiveShell.instance()
-warmup, n = int(sys.argv[1]), int(sys.argv[2])
+warmup, n, idle = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 for _ in range(warmup):
     shell.run_cell("pass", store_history=False)
 samples = []
 for _ in range(n):
+    if idle:
+        time.sleep(idle)
     start = time.perf_counter()
     shell.run_cell("pass", store_history=False)
     samples.append((time.perf_counter() - start) * 1000)
@@ -101,9 +110,9 @@ def zmq_rtt(warmup: int, n: int) -> list[float]:
             server.wait()
 
 
-def run_cell(warmup: int, n: int) -> list[float]:
-    """Milliseconds per bare ``run_cell('pass')``."""
-    result = subprocess.run([sys.executable, "-c", RUN_CELL, str(warmup), str(n)],
+def run_cell(warmup: int, n: int, idle: float = 0.0) -> list[float]:
+    """Milliseconds per bare ``run_cell('pass')``, each after ``idle`` seconds asleep."""
+    result = subprocess.run([sys.executable, "-c", RUN_CELL, str(warmup), str(n), str(idle)],
                             capture_output=True, text=True, check=True, timeout=120)
     return json.loads(result.stdout.strip().splitlines()[-1])
 

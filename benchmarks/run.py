@@ -1158,9 +1158,16 @@ class Bench:
     floor_rows: tuple[Row, ...] = ()
 
 
+#: seconds the idle floor sleeps before each ``run_cell``: about how long a kernel's
+#: main thread sleeps between two of the execute row's requests
+FLOOR_IDLE = 0.001
+
+
 def floor_execute(cfg: Config) -> dict:
     return {"floor_zmq_rtt": floors.zmq_rtt(cfg.rtt_warmup, cfg.rtt_per_round),
-            "floor_run_cell": floors.run_cell(cfg.rtt_warmup, cfg.rtt_per_round)}
+            "floor_run_cell": floors.run_cell(cfg.rtt_warmup, cfg.rtt_per_round),
+            "floor_run_cell_idle": floors.run_cell(cfg.rtt_warmup, cfg.rtt_per_round,
+                                                   idle=FLOOR_IDLE)}
 
 
 def floor_startup(cfg: Config) -> dict:
@@ -1191,7 +1198,9 @@ def plan(cfg: Config) -> list[Bench]:
               (Row("floor_zmq_rtt", "zmq DEALER/ROUTER echo rtt, tcp loopback", "ms",
                    bounds="execute_rtt"),
                Row("floor_run_cell", "bare InteractiveShell.run_cell('pass')", "ms",
-                   bounds="execute_rtt"))),
+                   bounds="execute_rtt"),
+               Row("floor_run_cell_idle", f"the same, each after {FLOOR_IDLE * 1000:g} ms asleep",
+                   "ms", bounds="execute_rtt"))),
         Bench("execute-gui", bench_gui_rtt,
               (Row("execute_rtt_paced", f"execute `pass` rtt, {GUI_PACE * 1000:g} ms apart", "ms"),
                *(Row(f"execute_rtt_{gui}", f"the same with `%gui {gui}` on", "ms")
