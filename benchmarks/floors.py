@@ -11,8 +11,8 @@ the interpreter running the benchmark:
   content) to a ROUTER in another process on tcp loopback, which sends it
   back; one thread each side.
 - ``run_cell``: ``InteractiveShell.run_cell('pass', store_history=False)``
-  in a bare process, one call timed at a time; ``idle`` seconds of sleep
-  before each (``run_cell_idle``, 1 ms), as a kernel's main thread sleeps
+  in a bare process, one call timed at a time; then the same calls, each
+  after a sleep (``run.FLOOR_IDLE``, 1 ms), as a kernel's main thread sleeps
   between two requests.  On a virtual machine the same call costs 1.8 to 1.9
   times as much after the sleep (0.40 against 0.21 ms, and 0.50 against
   0.28 ms, in two runs on the reference machine), most likely because the
@@ -49,17 +49,20 @@ RUN_CELL = """\
 import json, sys, time
 from IPython.core.interactiveshell import InteractiveShell
 shell = InteractiveShell.instance()
-warmup, n, idle = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+warmup, n, idles = int(sys.argv[1]), int(sys.argv[2]), [float(a) for a in sys.argv[3:]]
 for _ in range(warmup):
     shell.run_cell("pass", store_history=False)
-samples = []
-for _ in range(n):
-    if idle:
-        time.sleep(idle)
-    start = time.perf_counter()
-    shell.run_cell("pass", store_history=False)
-    samples.append((time.perf_counter() - start) * 1000)
-print(json.dumps(samples))
+series = []
+for idle in idles:
+    samples = []
+    for _ in range(n):
+        if idle:
+            time.sleep(idle)
+        start = time.perf_counter()
+        shell.run_cell("pass", store_history=False)
+        samples.append((time.perf_counter() - start) * 1000)
+    series.append(samples)
+print(json.dumps(series))
 """
 
 IPYTHON_STARTUP = (
@@ -110,10 +113,12 @@ def zmq_rtt(warmup: int, n: int) -> list[float]:
             server.wait()
 
 
-def run_cell(warmup: int, n: int, idle: float = 0.0) -> list[float]:
-    """Milliseconds per bare ``run_cell('pass')``, each after ``idle`` seconds asleep."""
-    result = subprocess.run([sys.executable, "-c", RUN_CELL, str(warmup), str(n), str(idle)],
-                            capture_output=True, text=True, check=True, timeout=120)
+def run_cell(warmup: int, n: int, idles: tuple[float, ...] = (0.0,)) -> list[list[float]]:
+    """Milliseconds per bare ``run_cell('pass')``, in one process: ``n`` calls for each
+    of ``idles``, each call after that many seconds asleep."""
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_CELL, str(warmup), str(n), *map(str, idles)],
+        capture_output=True, text=True, check=True, timeout=120)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
