@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -28,6 +31,23 @@ def skip_unless_strict(reason: str, allow_module_level: bool = False) -> None:
     if STRICT:
         pytest.fail(f"required in CI (SUBSHELL_KERNEL_STRICT=1): {reason}", pytrace=False)
     pytest.skip(reason, allow_module_level=allow_module_level)
+
+
+def kernel_stacks(pid: int) -> str:
+    """Every thread's Python stack in process ``pid`` (``py-spy dump``, from the test
+    extras), for the message of a test that timed out waiting for the kernel: a hang
+    that shows once in many runs is then diagnosed from the one run it showed in."""
+    # beside this interpreter first: a venv's scripts need not be on PATH
+    py_spy = shutil.which("py-spy", path=os.pathsep.join(
+        (os.path.dirname(sys.executable), os.environ.get("PATH", ""))))
+    if py_spy is None:
+        return "(py-spy not found: the kernel's stacks were not dumped)"
+    try:
+        result = subprocess.run([py_spy, "dump", "--pid", str(pid)], capture_output=True,
+                                text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"(py-spy dump failed: {e})"
+    return result.stdout + result.stderr
 
 
 class KernelHarness:
@@ -90,6 +110,12 @@ class KernelHarness:
 
     def is_alive(self) -> bool:
         return self.km.is_alive()
+
+    def stacks(self) -> str:
+        """The kernel's threads' stacks now (``kernel_stacks``), or why there are none."""
+        if not self.is_alive():
+            return f"(the kernel process has exited: {self.km.provisioner.process.poll()})"
+        return kernel_stacks(self.pid)
 
     def close(self) -> None:
         self._stop_reader()  # before the channels close: a socket is used by one thread
@@ -161,7 +187,8 @@ class KernelHarness:
         deadline = time.monotonic() + timeout
         while msg_id not in self._replies:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no reply to {msg_id} within {timeout} s")
+                raise TimeoutError(f"no reply to {msg_id} within {timeout} s; "
+                                   f"the kernel's threads:\n{self.stacks()}")
             self._pump(0.01)
         return self._replies[msg_id]
 
@@ -170,7 +197,8 @@ class KernelHarness:
         deadline = time.monotonic() + timeout
         while not any(_is_idle(m) for m in self._iopub[msg_id]):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no idle for {msg_id} within {timeout} s")
+                raise TimeoutError(f"no idle for {msg_id} within {timeout} s; "
+                                   f"the kernel's threads:\n{self.stacks()}")
             self._pump(0.01)
         return self._iopub[msg_id]
 
