@@ -13,12 +13,10 @@ the interpreter running the benchmark:
 - ``run_cell``: ``InteractiveShell.run_cell('pass', store_history=False)``
   in a bare process, one call timed at a time; then the same calls, each
   after a sleep (``run.FLOOR_IDLE``, 1 ms), as a kernel's main thread sleeps
-  between two requests.  On a virtual machine the same call costs 1.5 to
-  1.9 times as much after the sleep (0.40 against 0.21 and 0.27 ms, and
-  0.50 against 0.28 ms, in three runs on the reference machine), most
-  likely because the host runs other work on an idle vCPU and the code that
-  wakes finds its caches cold.  Every request a kernel handles pays that,
-  ours and its peers alike.
+  between two requests.  On a virtual machine the second costs more (the
+  figures are in benchmarks/README.md, *Floors*): code that wakes after a
+  sleep finds its caches cold, and every request a kernel handles pays
+  that, ours and its peers alike.
 - ``python_startup`` and ``ipython_startup``: launch to exit of
   ``python -c pass``, and of a process that imports zmq and IPython and
   builds an ``InteractiveShell``.
