@@ -3,6 +3,7 @@
 
     python benchmarks/kernel_profile.py [--kernel subshell] [--case pass] [-n 2000]
                                         [--py-spy out.txt] [--busy]
+    python benchmarks/kernel_profile.py --startup [--kernel subshell] [-n 10]
 
 Cases: ``pass`` (execute round trips), ``control`` (control kernel_info round
 trips; with ``--busy`` while the parent runs a CPU loop), ``subshell`` (round
@@ -17,6 +18,12 @@ kernel's stacks with py-spy (installed separately: ``pip install py-spy``)
 while the requests run, and prints the functions that held the CPU most, by
 own time and by inclusive time. CPU time is what the machine's noise does not
 change, so this is the figure to compare before and after a change.
+
+With ``--startup`` it launches the kernel ``-n`` times instead and prints,
+per thread, the CPU time from the launch to the first ``kernel_info_reply``
+and to the reply of a first ``pass`` sent right after it (medians): where
+the time before a first cell runs goes, thread by thread.  The figures are
+read from ``/proc`` the moment each reply arrives, while the process lives.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import collections
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,6 +105,41 @@ def case_subshell(k: run.Kernel, n: int, busy: bool) -> None:
 CASES = {"pass": case_pass, "control": case_control, "subshell": case_subshell}
 
 
+def startup(name: str, launches: int) -> None:
+    """``--startup``: per-thread CPU to the first ``kernel_info`` and the first ``pass``."""
+    walls: dict[str, list[float]] = {"kernel_info": [], "pass": []}
+    cpu: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    with tempfile.TemporaryDirectory(prefix="kernel-profile-") as tmp:
+        spec_manager = run.make_spec_manager([name], Path(tmp))
+        for _ in range(launches):
+            k = run.Kernel(name, name, spec_manager, Path(tmp))
+            start = time.perf_counter()
+            try:
+                k.start()
+                walls["kernel_info"].append(time.perf_counter() - start)
+                at_info = thread_stats(k.pid)
+                k.execute("pass")
+                walls["pass"].append(time.perf_counter() - start)
+                at_pass = thread_stats(k.pid)
+                names = thread_names(k)
+            finally:
+                k.shutdown(now=True)
+            for phase, stats in (("kernel_info", at_info), ("pass", at_pass)):
+                for tid, st in stats.items():
+                    cpu[(phase, names.get(tid, st["name"]))].append(st["cpu"] / 1e6)
+    print(f"{name} startup: {launches} launches, medians in ms (CPU per thread, from /proc)")
+    print(f"\n{'':<24} {'kernel_info':>12} {'first pass':>12}")
+    print(f"{'wall, from the launch':<24} {statistics.median(walls['kernel_info']) * 1e3:>12.1f} "
+          f"{statistics.median(walls['pass']) * 1e3:>12.1f}")
+    threads = sorted({t for _, t in cpu}, key=lambda t: -statistics.median(cpu[("pass", t)]
+                                                                          or [0.0]))
+    for thread in threads:
+        cells = [statistics.median(cpu[(phase, thread)]) if cpu[(phase, thread)] else 0.0
+                 for phase in ("kernel_info", "pass")]
+        if max(cells) >= 0.5:
+            print(f"{thread:<24} {cells[0]:>12.1f} {cells[1]:>12.1f}")
+
+
 def summarize_py_spy(path: Path, top: int = 25) -> None:
     """Own and inclusive sample counts per function from py-spy's raw (collapsed) output."""
     own: collections.Counter = collections.Counter()
@@ -126,7 +169,12 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=2000)
     parser.add_argument("--busy", action="store_true", help="while the parent runs a CPU loop")
     parser.add_argument("--py-spy", type=Path, default=None, help="sample stacks into FILE")
+    parser.add_argument("--startup", action="store_true",
+                        help="CPU per thread to the first replies, over -n launches")
     args = parser.parse_args()
+    if args.startup:
+        startup(args.kernel, args.n)
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="kernel-profile-") as tmp:
         spec_manager = run.make_spec_manager([args.kernel], Path(tmp))
