@@ -166,15 +166,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kernel", default="subshell")
     parser.add_argument("--case", choices=CASES, default="pass")
-    parser.add_argument("-n", type=int, default=2000)
+    parser.add_argument("-n", type=int, default=None,
+                        help="requests (default 2000), or launches with --startup (default 10)")
     parser.add_argument("--busy", action="store_true", help="while the parent runs a CPU loop")
     parser.add_argument("--py-spy", type=Path, default=None, help="sample stacks into FILE")
     parser.add_argument("--startup", action="store_true",
                         help="CPU per thread to the first replies, over -n launches")
     args = parser.parse_args()
     if args.startup:
-        startup(args.kernel, args.n)
+        startup(args.kernel, args.n or 10)
         return 0
+    args.n = args.n or 2000
 
     with tempfile.TemporaryDirectory(prefix="kernel-profile-") as tmp:
         spec_manager = run.make_spec_manager([args.kernel], Path(tmp))
