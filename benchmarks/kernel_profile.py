@@ -106,9 +106,12 @@ CASES = {"pass": case_pass, "control": case_control, "subshell": case_subshell}
 
 
 def startup(name: str, launches: int) -> None:
-    """``--startup``: per-thread CPU to the first ``kernel_info`` and the first ``pass``."""
-    walls: dict[str, list[float]] = {"kernel_info": [], "pass": []}
-    cpu: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    """``--startup``: per-thread CPU to the first ``kernel_info`` and the first ``pass``.
+
+    Threads are matched across launches by name (their ids change); a thread
+    that did not exist yet at a reply counts 0 ms there."""
+    walls: list[tuple[float, float]] = []
+    cpu: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="kernel-profile-") as tmp:
         spec_manager = run.make_spec_manager([name], Path(tmp))
         for _ in range(launches):
@@ -116,28 +119,30 @@ def startup(name: str, launches: int) -> None:
             start = time.perf_counter()
             try:
                 k.start()
-                walls["kernel_info"].append(time.perf_counter() - start)
-                at_info = thread_stats(k.pid)
+                at_info, info_wall = thread_stats(k.pid), time.perf_counter() - start
                 k.execute("pass")
-                walls["pass"].append(time.perf_counter() - start)
-                at_pass = thread_stats(k.pid)
+                at_pass, pass_wall = thread_stats(k.pid), time.perf_counter() - start
                 names = thread_names(k)
             finally:
                 k.shutdown(now=True)
-            for phase, stats in (("kernel_info", at_info), ("pass", at_pass)):
+            walls.append((info_wall * 1e3, pass_wall * 1e3))
+            per_name: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+            for column, stats in enumerate((at_info, at_pass)):
                 for tid, st in stats.items():
-                    cpu[(phase, names.get(tid, st["name"]))].append(st["cpu"] / 1e6)
+                    per_name[names.get(tid, st["name"])][column] += st["cpu"] / 1e6
+            for thread, (info_ms, pass_ms) in per_name.items():
+                cpu[thread].append((info_ms, pass_ms))
+
+    def medians(rows: list[tuple[float, float]]) -> tuple[float, float]:
+        return tuple(statistics.median(column) for column in zip(*rows))
+
     print(f"{name} startup: {launches} launches, medians in ms (CPU per thread, from /proc)")
     print(f"\n{'':<24} {'kernel_info':>12} {'first pass':>12}")
-    print(f"{'wall, from the launch':<24} {statistics.median(walls['kernel_info']) * 1e3:>12.1f} "
-          f"{statistics.median(walls['pass']) * 1e3:>12.1f}")
-    threads = sorted({t for _, t in cpu}, key=lambda t: -statistics.median(cpu[("pass", t)]
-                                                                          or [0.0]))
-    for thread in threads:
-        cells = [statistics.median(cpu[(phase, thread)]) if cpu[(phase, thread)] else 0.0
-                 for phase in ("kernel_info", "pass")]
-        if max(cells) >= 0.5:
-            print(f"{thread:<24} {cells[0]:>12.1f} {cells[1]:>12.1f}")
+    rows = [("wall, from the launch", medians(walls))]
+    rows += sorted(((thread, medians(v)) for thread, v in cpu.items()), key=lambda r: -r[1][1])
+    for label, (info_ms, pass_ms) in rows:
+        if pass_ms >= 0.5:
+            print(f"{label:<24} {info_ms:>12.1f} {pass_ms:>12.1f}")
 
 
 def summarize_py_spy(path: Path, top: int = 25) -> None:
