@@ -7,8 +7,11 @@ tests that shut it down or otherwise ruin it take a ``fresh_kernel``.
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 import zmq
@@ -317,6 +320,23 @@ def test_inspect_detail_shows_source(kernel):
     c = ok(request(kernel, "inspect_request",
                    {"code": "inspected_fn", "cursor_pos": 12, "detail_level": 1})[0])
     assert "return a * 41" in plain(c["data"]["text/plain"])
+
+
+def test_cells_reach_the_history_file_in_order(kernel):
+    """Back-to-back cells are in IPython's history.sqlite soon after, each once, in order:
+    the saving thread gathers them into few commits (``adapter.history``)."""
+    codes = [f"history_file_marker = {i}" for i in range(10)]
+    lines = [ok(kernel.run(code)[0])["execution_count"] for code in codes]
+    path = Path(os.environ["IPYTHONDIR"]) / "profile_default" / "history.sqlite"
+    deadline = time.monotonic() + 10
+    while True:
+        with sqlite3.connect(path) as db:
+            found = db.execute("SELECT line, source_raw FROM history WHERE source_raw LIKE "
+                               "'history_file_marker = %' ORDER BY line").fetchall()
+        if len(found) >= len(codes) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert found == list(zip(lines, codes))
 
 
 def test_history_tail_range_search(kernel):

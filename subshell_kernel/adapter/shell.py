@@ -38,7 +38,6 @@ from IPython.core.display_trap import DisplayTrap
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.error import UsageError
-from IPython.core.history import HistoryManager
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_magic, magics_class
 from traitlets import default
@@ -46,6 +45,7 @@ from traitlets import default
 from ..runtime.context import get_parent, is_muted
 from ..runtime.gui import GuiUnavailable
 from .debugging import kernel_pdb_class
+from .history import KernelHistoryManager
 from .transforms import RememberingTransformerManager
 
 #: payloads (pager, set_next_input, ask_exit) of the execute request being run
@@ -73,7 +73,7 @@ class SubshellState:
     and no saving thread (~0.2 MB and a thread each, measured with 100).
     """
 
-    def __init__(self, shell: KernelShell, history_manager: HistoryManager | None = None):
+    def __init__(self, shell: KernelShell, history_manager: KernelHistoryManager | None = None):
         self.shell = shell
         self.execution_count = 1
         self._history_manager = history_manager
@@ -83,9 +83,9 @@ class SubshellState:
         self.shell.bind_state(self)
 
     @property
-    def history_manager(self) -> HistoryManager:
+    def history_manager(self) -> KernelHistoryManager:
         if self._history_manager is None:  # created on first use: subshell creation stays cheap
-            self._history_manager = HistoryManager(
+            self._history_manager = KernelHistoryManager(
                 shell=self.shell, parent=self.shell, hist_file=":memory:"
             )
         return self._history_manager
@@ -245,6 +245,11 @@ class KernelShell(InteractiveShell):
     @execution_count.setter
     def execution_count(self, value: int) -> None:
         self._state().execution_count = value
+
+    def init_history(self):
+        """IPython's history, whose writes to SQLite hold up no cell (``adapter.history``)."""
+        self.history_manager = KernelHistoryManager(shell=self, parent=self)
+        self.configurables.append(self.history_manager)
 
     @property  # type: ignore[override]
     def history_manager(self):
