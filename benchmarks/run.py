@@ -167,11 +167,11 @@ class Short:
 # --------------------------------------------------------------------------
 
 
-def execute_content(code: str) -> dict:
+def execute_content(code: str, store_history: bool = False) -> dict:
     return {
         "code": code,
         "silent": False,
-        "store_history": False,
+        "store_history": store_history,
         "user_expressions": {},
         "allow_stdin": False,
         # An error (e.g. KeyboardInterrupt) must not abort the requests that follow.
@@ -454,8 +454,10 @@ class Kernel:
         msg_id = self.send(channel, msg_type, content, subshell_id)
         return self.reply(msg_id, timeout, msg_type.replace("_request", "_reply"))
 
-    def submit(self, code: str, subshell_id: str | None = None) -> str:
-        return self.send("shell", "execute_request", execute_content(code), subshell_id)
+    def submit(self, code: str, subshell_id: str | None = None,
+               store_history: bool = False) -> str:
+        return self.send("shell", "execute_request", execute_content(code, store_history),
+                         subshell_id)
 
     def started(self, msg_id: str) -> bool:
         return any(m["msg_type"] == "execute_input" for m in self.iopub.get(msg_id, ()))
@@ -468,8 +470,8 @@ class Kernel:
         return self.replies.pop(msg_id), self.iopub.pop(msg_id, [])
 
     def execute(self, code: str, subshell_id: str | None = None, timeout: float = 10.0,
-                check: bool = True) -> dict:
-        reply, _ = self.finish(self.submit(code, subshell_id), timeout)
+                check: bool = True, store_history: bool = False) -> dict:
+        reply, _ = self.finish(self.submit(code, subshell_id, store_history), timeout)
         if check and reply["content"].get("status") != "ok":
             content = reply["content"]
             raise BenchError(f"execute failed: {content.get('ename')}: {content.get('evalue')}")
@@ -546,7 +548,12 @@ def bench_execute_rtt(k: Kernel, cfg: Config) -> dict:
         start = time.perf_counter()
         k.execute("pass")
         samples.append(ms_since(start))
-    return {"execute_rtt": samples}
+    stored = []  # what a notebook or console sends: the cell goes into the history file
+    for _ in range(cfg.rtt_per_round):
+        start = time.perf_counter()
+        k.execute("pass", store_history=True)
+        stored.append(ms_since(start))
+    return {"execute_rtt": samples, "execute_rtt_history": stored}
 
 
 GUIS = ("qt", "tk")
@@ -1192,7 +1199,9 @@ def plan(cfg: Config) -> list[Bench]:
                Row("floor_ipython", "import zmq, IPython; InteractiveShell(): launch -> exit",
                    "s", bounds="startup"))),
         Bench("execute", bench_execute_rtt,
-              (Row("execute_rtt", "execute `pass` rtt (reply+idle)", "ms"),), cfg.rtt_rounds,
+              (Row("execute_rtt", "execute `pass` rtt (reply+idle)", "ms"),
+               Row("execute_rtt_history", "the same with `store_history` on, as notebooks send",
+                   "ms")), cfg.rtt_rounds,
               floor_execute,
               (Row("floor_zmq_rtt", "zmq DEALER/ROUTER echo rtt, tcp loopback", "ms",
                    bounds="execute_rtt"),
