@@ -127,3 +127,12 @@ def test_outputs_are_written_when_output_logging_is_on(manager):
     manager.writeout_cache()
     with sqlite3.connect(manager.hist_file) as db:
         assert db.execute("SELECT output FROM output_history").fetchall() == [("42",)]
+
+
+def test_with_the_database_off_nothing_is_written_and_nothing_fails(shell, tmp_path):
+    hm = KernelHistoryManager(shell=shell, hist_file=tmp_path / "off.sqlite", enabled=False)
+    hm.store_inputs(1, "a = 1")
+    hm.writeout_cache()
+    hm.end_session()
+    hm.close()
+    assert not (tmp_path / "off.sqlite").exists()

@@ -47,7 +47,10 @@ class KernelHistoryManager(HistoryManager):
         super().__init__(*args, **kwargs)
 
     def writeout_cache(self, conn: sqlite3.Connection | None = None) -> None:
-        """Write the cached inputs and outputs to the database (``conn``, or ours)."""
+        """Write the cached inputs and outputs to the database (``conn``, or ours);
+        nothing with the database off (``HistoryManager.enabled``), as IPython's."""
+        if not self.enabled:
+            return
         if conn is None:
             conn = self.db
         if threading.current_thread() is self.save_thread:
